@@ -1,0 +1,389 @@
+"""The config: frozen attrs classes structured from TOML by cattrs.
+
+Unknown keys are errors (typos must not pass silently), every string may use
+``${VAR}`` interpolation, durations and sizes read as people write them, and
+every problem is reported at once with its key path::
+
+    config.toml: $.upstreams.chatgpt.url: not a URL ("htp:/x")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, NewType
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from yarl import URL
+
+from gateway.errors import ConfigError
+from gateway.interpolate import interpolate_tree
+from gateway.units import parse_duration, parse_size
+
+Seconds = NewType("Seconds", float)
+Bytes = NewType("Bytes", int)
+HttpUrl = NewType("HttpUrl", str)
+ProxyUrl = NewType("ProxyUrl", str)
+Methods = NewType("Methods", tuple[str, ...])
+
+PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks5", "socks5h"})
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@attrs.frozen
+class ServerConfig:
+    """``[server]``: where and how the gateway listens."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    #: How many proxies in front of the gateway may be believed in ``X-Forwarded-For``.
+    trusted_hops: int = 0
+    max_body_size: Bytes = Bytes(8 * 1024 * 1024)
+    max_header_size: Bytes = Bytes(16 * 1024)
+    #: How long a client may take between bytes of its request.
+    client_idle_timeout: Seconds = Seconds(60.0)
+    drain_timeout: Seconds = Seconds(30.0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+
+@attrs.frozen
+class UpstreamConfig:
+    """``[upstreams.<name>]``: a service the gateway forwards to."""
+
+    url: HttpUrl
+    #: Outbound proxies, tried in rotation (the ``upstream_proxy`` plugin chooses).
+    proxy: tuple[ProxyUrl, ...] = ()
+    connect_timeout: Seconds = Seconds(10.0)
+    #: The longest silence allowed between upstream bytes (and before the head).
+    idle_timeout: Seconds = Seconds(300.0)
+    #: Headers added to every request to this upstream.
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    #: Send the client's address (``X-Forwarded-For``) upstream.  Off for third parties.
+    forward_client_address: bool = False
+    #: The most connections kept open to this upstream (per proxy).
+    max_connections: int = 256
+    #: Set by the loader: the key of this upstream in ``[upstreams]``.
+    name: str = ""
+
+
+@attrs.frozen
+class RouteConfig:
+    """``[routes.<name>]``: which requests go where, through which plugins."""
+
+    path: str
+    methods: Methods = Methods(("*",))
+    #: The upstream to forward to; none for routes a plugin answers itself.
+    upstream: str | None = None
+    #: The upstream path, with the path pattern's ``{name}`` parameters; default: the path.
+    upstream_path: str | None = None
+    #: Plugins run after the global pipeline for this route only.
+    pipeline: tuple[str, ...] = ()
+    #: Global pipeline plugins this route does without.
+    skip: tuple[str, ...] = ()
+    #: Per-route plugin config, merged over ``[plugins.<name>]``.
+    plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    #: Forward the client's ``Cookie`` header upstream.
+    forward_cookies: bool = False
+    #: Per-route overrides of the upstream's timeouts.
+    connect_timeout: Seconds | None = None
+    idle_timeout: Seconds | None = None
+
+
+@attrs.frozen
+class GatewayConfig:
+    """The whole config file."""
+
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    #: Plugins every route runs, in order.
+    pipeline: tuple[str, ...] = ()
+    #: Plugin config tables, structured by each plugin's own ``Config`` class.
+    plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    upstreams: Mapping[str, UpstreamConfig] = attrs.field(factory=dict)
+    routes: Mapping[str, RouteConfig] = attrs.field(factory=dict)
+    #: Where the config came from, for messages.
+    source: str = "<default>"
+
+
+def _structure_url(value: object, _: object) -> HttpUrl:
+    url = _parse_url(value, {"http", "https"})
+    return HttpUrl(str(url))
+
+
+def _structure_proxy(value: object, _: object) -> ProxyUrl:
+    _parse_url(value, PROXY_SCHEMES)
+    return ProxyUrl(str(value))
+
+
+def _parse_url(value: object, schemes: set[str] | frozenset[str]) -> URL:
+    try:
+        url = URL(str(value))
+    except ValueError:
+        url = None
+    if not isinstance(value, str) or url is None or url.scheme not in schemes or not url.host:
+        raise ValueError(f'not a URL ("{redact_url(str(value))}")')
+    return url
+
+
+def redact_url(text: str) -> str:
+    """A URL with any password replaced by ``***`` (for messages and logs)."""
+    try:
+        url = URL(text)
+    except ValueError:
+        return "<unparsable URL>"
+    return str(url.with_password("***")) if url.password else text
+
+
+def _structure_bool(value: object, _: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.lower() in {"false", "0", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean ({value!r})")
+
+
+def _structure_methods(value: object, _: object) -> Methods:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(m, str) for m in items):
+        raise ValueError(f"not a list of HTTP methods ({value!r})")
+    methods = tuple(m.upper() for m in items)
+    unknown = [m for m in methods if m != "*" and m not in HTTP_METHODS]
+    if unknown:
+        raise ValueError(f"unknown HTTP method {unknown[0]!r}")
+    return Methods(methods)
+
+
+def _structure_proxies(value: object, _: object) -> tuple[ProxyUrl, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"not a proxy URL or list of them ({type(value).__name__})")
+    # An empty string (``${GO_CHATGPT_API_PROXY:-}`` unset) means no proxy.
+    return tuple(_structure_proxy(item, None) for item in items if item != "")
+
+
+def make_converter() -> cattrs.Converter:
+    """The cattrs converter for config classes: strict keys, readable units."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(Seconds, lambda v, _: Seconds(parse_duration(v)))
+    converter.register_structure_hook(Bytes, lambda v, _: Bytes(parse_size(v)))
+    converter.register_structure_hook(HttpUrl, _structure_url)
+    converter.register_structure_hook(ProxyUrl, _structure_proxy)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(Methods, _structure_methods)
+    # Generic aliases cannot be registered by type; match them by equality instead.
+    generic_hooks: dict[Any, Callable[[object, object], Any]] = {
+        tuple[ProxyUrl, ...]: _structure_proxies,
+        Mapping[str, Any]: _structure_table,
+        Mapping[str, Mapping[str, Any]]: _structure_tables,
+        Mapping[str, str]: _structure_strings,
+    }
+    converter.register_structure_hook_func(
+        lambda t: t in generic_hooks, lambda v, t: generic_hooks[t](v, t)
+    )
+
+    def structure_int(value: object, _: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"not a whole number ({value!r})")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"not a whole number ({value!r})") from None
+
+    converter.register_structure_hook(int, structure_int)
+
+    def structure_str(value: object, _: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"not a string ({value!r})")
+        return value
+
+    converter.register_structure_hook(str, structure_str)
+    return converter
+
+
+def _structure_table(value: object, _: object) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"not a table ({type(value).__name__})")
+    return value
+
+
+def _structure_tables(value: object, _: object) -> Mapping[str, Mapping[str, Any]]:
+    table = _structure_table(value, None)
+    for key, item in table.items():
+        if not isinstance(item, dict):
+            raise ValueError(f"{key}: not a table ({type(item).__name__})")
+    return table
+
+
+def _structure_strings(value: object, _: object) -> Mapping[str, str]:
+    table = _structure_table(value, None)
+    for key, item in table.items():
+        if not isinstance(item, str):
+            raise ValueError(f"{key}: not a string ({item!r})")
+    return dict(table)
+
+
+CONVERTER = make_converter()
+# cattrs writes table keys as ``['key']``; the config's own paths read ``.key``.
+_TABLE_KEY = re.compile(r"\['([^']*)'\]")
+
+
+def describe_errors(exc: BaseException, path: str = "$") -> list[str]:
+    """Flatten a cattrs error into ``"$.key.path: problem"`` lines."""
+
+    def format_exception(error: BaseException, type_: Any) -> str:
+        if isinstance(error, ForbiddenExtraKeysError):
+            return "unknown key(s) " + ", ".join(repr(k) for k in sorted(error.extra_fields))
+        if isinstance(error, KeyError):
+            return "required key is missing"
+        if getattr(type_, "__origin__", None) is Literal:
+            return f"must be one of {', '.join(repr(a) for a in type_.__args__)}"
+        if isinstance(error, ValueError | TypeError) and str(error):
+            return str(error)
+        return f"invalid value for {getattr(type_, '__name__', type_)}"
+
+    if not isinstance(exc, ClassValidationError | IterableValidationError):
+        return [f"{path}: {exc}"]
+    lines = []
+    for line in cattrs.transform_error(exc, path=path, format_exception=format_exception):
+        message, _, where = line.rpartition(" @ ")
+        where = _TABLE_KEY.sub(r".\1", where)
+        lines.append(f"{where}: {message}")
+    return lines
+
+
+def structure(data: Any, cls: type[Any], path: str) -> tuple[Any, list[str]]:
+    """Structure ``data`` into ``cls``; return the result (or ``None``) and the problems."""
+    if not isinstance(data, dict):
+        return None, [f"{path}: not a table ({type(data).__name__})"]
+    try:
+        return CONVERTER.structure(data, cls), []
+    except (ClassValidationError, IterableValidationError) as exc:
+        return None, describe_errors(exc, path)
+    except (ValueError, TypeError) as exc:
+        return None, [f"{path}: {exc}"]
+
+
+def parse_config(
+    text: str, source: str = "config.toml", env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Parse and check a config's own structure (plugins are checked by `build_runtime`).
+
+    Raises `ConfigError` listing every problem found.
+    """
+    config, problems = parse_config_partly(text, source, env)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def parse_config_partly(
+    text: str, source: str = "config.toml", env: Mapping[str, str] | None = None
+) -> tuple[GatewayConfig, list[str]]:
+    """Parse what is valid of a config and list the problems with the rest.
+
+    The partial config lets the plugin checks run too, so that every problem
+    of a file is reported at once.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return GatewayConfig(source=source), [f"not valid TOML: {exc}"]
+    raw, problems = interpolate_tree(raw, os.environ if env is None else env)
+    top_level = {"server", "pipeline", "plugins", "upstreams", "routes"}
+    problems += [f"$: unknown key {key!r}" for key in raw if key not in top_level]
+
+    server, found = structure(raw.get("server", {}), ServerConfig, "$.server")
+    problems += found
+    upstreams: dict[str, UpstreamConfig] = {}
+    for name, table in _tables(raw, "upstreams", problems).items():
+        upstream, found = structure(table, UpstreamConfig, f"$.upstreams.{name}")
+        problems += found
+        if upstream is not None:
+            upstreams[name] = attrs.evolve(upstream, name=name)
+    routes: dict[str, RouteConfig] = {}
+    for name, table in _tables(raw, "routes", problems).items():
+        route, found = structure(table, RouteConfig, f"$.routes.{name}")
+        problems += found
+        if route is not None:
+            found = _check_route(name, route, raw.get("upstreams", {}))
+            problems += found
+            if not found:
+                routes[name] = route
+    pipeline, found = _names(raw.get("pipeline", []), "$.pipeline")
+    problems += found
+    plugins = _tables(raw, "plugins", problems)
+    config = GatewayConfig(
+        server=server or ServerConfig(),
+        pipeline=pipeline,
+        plugins=plugins,
+        upstreams=upstreams,
+        routes={n: r for n, r in routes.items() if r.upstream is None or r.upstream in upstreams},
+        source=source,
+    )
+    return config, problems
+
+
+def _tables(raw: dict[str, Any], key: str, problems: list[str]) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        problems.append(f"$.{key}: not a table ({type(value).__name__})")
+        return {}
+    return value
+
+
+def _names(value: Any, path: str) -> tuple[tuple[str, ...], list[str]]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return (), [f"{path}: not a list of plugin names ({value!r})"]
+    return tuple(value), []
+
+
+def _check_route(name: str, route: RouteConfig, upstreams: Any) -> list[str]:
+    from gateway.routing import PathPattern
+
+    path = f"$.routes.{name}"
+    problems = []
+    try:
+        pattern = PathPattern(route.path)
+    except ValueError as exc:
+        return [f"{path}.path: {exc}"]
+    if route.upstream is not None and route.upstream not in upstreams:
+        known = ", ".join(sorted(upstreams)) or "none"
+        problems.append(f"{path}.upstream: unknown upstream {route.upstream!r} (known: {known})")
+    if route.upstream_path is not None:
+        missing = PathPattern.template_names(route.upstream_path) - pattern.names
+        if missing:
+            problems.append(
+                f"{path}.upstream_path: parameter(s) {', '.join(sorted(missing))} "
+                f"are not in the path {route.path!r}"
+            )
+    return problems
+
+
+def default_config_text() -> str:
+    """The config shipped inside the package."""
+    return resources.files("gateway").joinpath("config.toml").read_text()
+
+
+def find_config(path: str | None, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Resolve which config to read: ``-c``, ``$GATEWAY_CONFIG``, ``./config.toml``, default.
+
+    Returns ``(source name, text)``.
+    """
+    env = os.environ if env is None else env
+    chosen = path or env.get("GATEWAY_CONFIG")
+    if chosen is None and Path("config.toml").is_file():
+        chosen = "config.toml"
+    if chosen is None:
+        return "<default config.toml>", default_config_text()
+    try:
+        return chosen, Path(chosen).read_text()
+    except OSError as exc:
+        raise ConfigError(chosen, [f"cannot read the file: {exc.strerror}"]) from None

@@ -1,0 +1,135 @@
+"""The forwarder: the only code that talks to upstreams.
+
+It keeps one pooled `aiohttp.ClientSession` per upstream and outbound proxy,
+sends the request an `Exchange` describes, and maps network failures to the
+gateway's errors: a refused connection is 502, a timeout before the response
+head 504.  Responses are never decompressed: bytes and ``Content-Encoding``
+pass through together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterable
+
+import aiohttp
+from aiohttp_socks import (
+    ProxyConnectionError,
+    ProxyConnector,
+    ProxyError,
+    ProxyTimeoutError,
+    ProxyType,
+)
+from yarl import URL
+
+from gateway.config import UpstreamConfig, redact_url
+from gateway.errors import BadGateway, GatewayTimeout
+from gateway.plugin import Exchange
+
+_PROXY_TYPES = {
+    "http": ProxyType.HTTP,
+    "https": ProxyType.HTTP,
+    "socks4": ProxyType.SOCKS4,
+    "socks5": ProxyType.SOCKS5,
+    "socks5h": ProxyType.SOCKS5,
+}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
+
+
+class ProxyConnectError(BadGateway):
+    """The outbound proxy could not be reached or refused the tunnel."""
+
+
+def make_connector(proxy: str | None, limit: int) -> aiohttp.BaseConnector:
+    """A connector that dials directly, or through an HTTP(S) or SOCKS proxy."""
+    if proxy is None:
+        return aiohttp.TCPConnector(limit=limit, enable_cleanup_closed=False)
+    url = URL(proxy)
+    scheme = url.scheme
+    return ProxyConnector(
+        proxy_type=_PROXY_TYPES[scheme],
+        host=url.host or "",
+        port=url.port or _DEFAULT_PORTS[scheme],
+        username=url.user,
+        password=url.password,
+        # socks5h asks the proxy to resolve names; socks5 resolves them here.
+        rdns=True if scheme == "socks5h" else (False if scheme == "socks5" else None),
+        proxy_ssl=ssl.create_default_context() if scheme == "https" else None,
+        limit=limit,
+    )
+
+
+def make_session(proxy: str | None, limit: int) -> aiohttp.ClientSession:
+    """A client session for forwarding: no cookies, no decompression, no added headers."""
+    return aiohttp.ClientSession(
+        connector=make_connector(proxy, limit),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        # Without this aiohttp would add its own User-Agent, Accept and Accept-Encoding.
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        timeout=aiohttp.ClientTimeout(total=None),
+        raise_for_status=False,
+    )
+
+
+class Forwarder:
+    """Sends requests upstream over pooled sessions, one per upstream and proxy."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[str, int, str | None], aiohttp.ClientSession] = {}
+
+    def session(self, upstream: UpstreamConfig, proxy: str | None) -> aiohttp.ClientSession:
+        """The pooled session for ``upstream`` through ``proxy`` (made on first use)."""
+        key = (upstream.name, upstream.max_connections, proxy)
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            session = self._sessions[key] = make_session(proxy, upstream.max_connections)
+        return session
+
+    async def send(
+        self, ex: Exchange, data: bytes | AsyncIterable[bytes] | None
+    ) -> aiohttp.ClientResponse:
+        """Send the exchange's request; return the response once its head arrived."""
+        upstream = ex.upstream
+        assert upstream is not None and ex.upstream_url is not None
+        route = ex.route
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=route.connect_timeout or upstream.connect_timeout,
+            sock_read=route.idle_timeout or upstream.idle_timeout,
+        )
+        session = self.session(upstream, ex.proxy)
+        ex.attempts += 1
+        try:
+            return await session.request(
+                ex.method,
+                ex.upstream_url,
+                headers=ex.upstream_headers,
+                data=data,
+                timeout=timeout,
+                allow_redirects=False,
+                compress=None,
+            )
+        except (TimeoutError, ProxyTimeoutError) as exc:
+            raise GatewayTimeout(f"upstream {upstream.name!r} did not answer in time") from exc
+        # A SOCKS proxy that refuses the credentials may just hang up (EOFError).
+        except (
+            aiohttp.ClientProxyConnectionError,
+            ProxyConnectionError,
+            ProxyError,
+            EOFError,
+        ) as exc:
+            where = redact_url(ex.proxy) if ex.proxy else "the proxy"
+            raise ProxyConnectError(
+                f"cannot connect to upstream {upstream.name!r} through {where}"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise BadGateway(f"cannot connect to upstream {upstream.name!r}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BadGateway(f"upstream {upstream.name!r} failed: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)

@@ -1,0 +1,299 @@
+"""The request flow: route, run the pipeline, forward, stream the answer back.
+
+`Gateway.handle` is the aiohttp request handler.  For each request it takes the
+current `Runtime` (so a reload never changes a request's pipeline half-way),
+checks what must be refused before anything else, builds the `Exchange`, runs
+the plugins' request hooks, calls the upstream through the `Forwarder` and
+streams the answer back through the response hooks, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.body import read_limited
+from gateway.errors import (
+    BadGateway,
+    BadRequest,
+    GatewayError,
+    GatewayTimeout,
+    HeadersTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from gateway.headers import client_address, strip_hop_by_hop, upstream_request_headers
+from gateway.pipeline import Pipeline
+from gateway.plugin import Exchange
+from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
+from gateway.runtime import Runtime
+
+logger = structlog.get_logger("gateway")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Bodies up to this size are read whole: cheaper than streaming, and replayable
+# when a plugin asks for a retry on another credential.
+_SMALL_BODY = 256 * 1024
+_MAX_ATTEMPTS = 8
+_UPSTREAM_READ_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class Gateway:
+    """Serves requests with the current runtime, which a reload may swap."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/healthz" and request.method in ("GET", "HEAD"):
+            return web.json_response({"status": "ok"})
+        runtime = self.runtime
+        runtime.enter()
+        try:
+            return await serve(runtime, request)
+        finally:
+            runtime.leave()
+
+
+def refuse_early(request: web.BaseRequest, runtime: Runtime) -> GatewayError | None:
+    """What must be refused before routing: proxy-style targets and oversized requests."""
+    server = runtime.config.server
+    if request.method == "CONNECT":
+        return MethodNotAllowed("CONNECT is not supported: this gateway is not a forward proxy")
+    if not request.raw_path.startswith("/"):
+        # SECURITY: an absolute-form (or asterisk-form) target must never choose the upstream.
+        return BadRequest("only origin-form request targets (/path?query) are accepted")
+    if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > server.max_header_size:
+        return HeadersTooLarge(f"request headers are larger than {server.max_header_size} bytes")
+    length = request.headers.get("Content-Length")
+    if length is not None:
+        if not length.isdigit():
+            return BadRequest("malformed Content-Length")
+        if int(length) > server.max_body_size:
+            return PayloadTooLarge(server.max_body_size)
+    return None
+
+
+async def serve(runtime: Runtime, request: web.BaseRequest) -> web.StreamResponse:
+    """Answer one request with ``runtime``."""
+    refusal = refuse_early(request, runtime)
+    if refusal is not None:
+        return refusal.response()
+    path = normalize_path(request.path)
+    match = runtime.router.match(request.method, path)
+    if match is None:
+        return NotFound(f"no route for {request.method} {path}").response()
+    pipeline = runtime.pipelines[match.name]
+    ex = new_exchange(runtime, request, match, path)
+    response: web.StreamResponse | None = None
+    error: BaseException | None = None
+    try:
+        response, error = await run_exchange(runtime, pipeline, ex, match)
+        return response
+    except BaseException as exc:  # cancelled by a client disconnect, or a bug
+        error = exc
+        if isinstance(exc, Exception):
+            ex.log.exception("request failed", path=path)
+            response = GatewayError("the gateway failed to handle the request").response()
+            ex.status = response.status
+            return response
+        raise
+    finally:
+        await pipeline.run_complete(ex, error)
+
+
+def new_exchange(
+    runtime: Runtime, request: web.BaseRequest, match: RouteMatch, path: str
+) -> Exchange:
+    """The `Exchange` for a matched request, its upstream URL built from config only."""
+    config = runtime.config
+    route = match.route
+    upstream = config.upstreams[route.upstream] if route.upstream is not None else None
+    upstream_url = None
+    if upstream is not None:
+        mapped = (
+            PathPattern.fill(route.upstream_path, match.params) if route.upstream_path else path
+        )
+        query = request.raw_path.partition("?")[2]
+        target = upstream.url.rstrip("/") + encode_path(mapped) + (f"?{query}" if query else "")
+        upstream_url = URL(target, encoded=True)
+    forward_address = upstream is not None and upstream.forward_client_address
+    headers = upstream_request_headers(
+        request.headers,
+        keep_length=True,
+        forward_client_address=forward_address,
+        forward_cookies=route.forward_cookies,
+    )
+    peer = request.remote or ""
+    client_ip = client_address(
+        peer, request.headers.getall("X-Forwarded-For", ()), config.server.trusted_hops
+    )
+    if upstream is not None:
+        headers.update(upstream.headers)
+        if forward_address:
+            chain = ", ".join([*request.headers.getall("X-Forwarded-For", ()), peer])
+            headers["X-Forwarded-For"] = chain
+            headers["X-Forwarded-Proto"] = request.scheme
+    given_id = request.headers.get("X-Request-ID", "")
+    request_id = given_id if _REQUEST_ID.fullmatch(given_id) else os.urandom(12).hex()
+    return Exchange(
+        request=request,
+        route_name=match.name,
+        route=route,
+        upstream=upstream,
+        path_params=match.params,
+        path=path,
+        upstream_url=upstream_url,
+        upstream_headers=headers,
+        client_ip=client_ip,
+        request_id=request_id,
+        max_body_size=config.server.max_body_size,
+    )
+
+
+async def run_exchange(
+    runtime: Runtime, pipeline: Pipeline, ex: Exchange, match: RouteMatch
+) -> tuple[web.StreamResponse, BaseException | None]:
+    """Run the pipeline and the upstream call; return the response and the error if any."""
+    try:
+        response, index = await pipeline.run_request(ex)
+        if response is not None:
+            await answer_locally(ex, pipeline, response, before=index)
+            return response, None
+        if not match.method_allowed:
+            allowed = ", ".join(runtime.router.allowed_methods(ex.path))
+            raise MethodNotAllowed(
+                f"{ex.method} is not allowed on {ex.path}", headers={"Allow": allowed}
+            )
+        if ex.upstream is None:
+            raise NotFound(f"no plugin answered {ex.method} {ex.path}")
+        return await forward(runtime, pipeline, ex)
+    except GatewayError as exc:
+        response = exc.response()
+        await answer_locally(ex, pipeline, response, before=None)
+        return response, exc
+
+
+async def answer_locally(
+    ex: Exchange, pipeline: Pipeline, response: web.StreamResponse, before: int | None
+) -> None:
+    """Let the response hooks see an answer the gateway or a plugin made itself.
+
+    Only plugins before the one that answered (``before``) see it, as in Envoy.
+    """
+    ex.status = response.status
+    ex.response_headers = response.headers
+    if not response.prepared:
+        try:
+            await pipeline.run_response(ex, before)
+        except GatewayError as exc:
+            ex.log.warning("response hook failed on a local answer", error=exc.message)
+
+
+async def request_body(ex: Exchange) -> tuple[bytes | aiohttp.StreamReader | None, bool]:
+    """What to send upstream as the body, and whether it can be sent again."""
+    if ex.body is not None:
+        ex.bytes_in = len(ex.body)
+        return ex.body, True
+    request = ex.request
+    if not request.body_exists:
+        return None, True
+    length = request.content_length
+    if length is None or length <= _SMALL_BODY:
+        body = await read_limited(request, ex.max_body_size)
+        ex.bytes_in = len(body)
+        return body, True
+    ex.bytes_in = length
+    return request.content, False
+
+
+async def forward(
+    runtime: Runtime, pipeline: Pipeline, ex: Exchange
+) -> tuple[web.StreamResponse, BaseException | None]:
+    """Call the upstream (again if a plugin asks and it is safe) and stream its answer."""
+    data, replayable = await request_body(ex)
+    while True:
+        upstream = await runtime.forwarder.send(ex, data)
+        ex.upstream_status = ex.status = upstream.status
+        ex.response_headers = strip_hop_by_hop(upstream.headers)
+        try:
+            await pipeline.run_response(ex)
+        except BaseException:
+            upstream.close()
+            raise
+        if ex.retry_requested and replayable and ex.attempts < _MAX_ATTEMPTS:
+            ex.retry_requested = False
+            upstream.close()
+            continue
+        break
+    return await stream_back(pipeline, ex, upstream)
+
+
+async def stream_back(
+    pipeline: Pipeline, ex: Exchange, upstream: aiohttp.ClientResponse
+) -> tuple[web.StreamResponse, BaseException | None]:
+    """Stream the upstream's body to the client as it arrives, through the body hooks."""
+    assert ex.status is not None and ex.response_headers is not None
+    headers: CIMultiDict[str] = ex.response_headers
+    sse = headers.get("Content-Type", "").startswith("text/event-stream")
+    body_filter = pipeline.body_filter(ex, sse)
+    if body_filter is not None:
+        headers.popall("Content-Length", None)
+    if sse:
+        headers["X-Accel-Buffering"] = "no"
+    response = web.StreamResponse(status=ex.status, reason=upstream.reason, headers=headers)
+    try:
+        await response.prepare(ex.request)
+        chunks = upstream.content.iter_any()
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except _UPSTREAM_READ_ERRORS as exc:
+                return response, abort_client(ex, exc)
+            if ex.first_byte_at is None:
+                ex.first_byte_at = time.perf_counter()
+            if body_filter is not None:
+                chunk = await body_filter.feed(chunk)
+                if not chunk:
+                    continue
+            ex.bytes_out += len(chunk)
+            await response.write(chunk)
+        if body_filter is not None:
+            tail = await body_filter.finish()
+            if tail:
+                ex.bytes_out += len(tail)
+                await response.write(tail)
+        await response.write_eof()
+        upstream.release()
+        return response, None
+    except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+        # The client went away: stop reading the upstream at once.
+        ex.log.info("client disconnected", bytes_out=ex.bytes_out)
+        return response, exc
+    finally:
+        if not upstream.closed and upstream.connection is not None:
+            upstream.close()
+
+
+def abort_client(ex: Exchange, exc: BaseException) -> GatewayError:
+    """The upstream broke off mid-body: abort the client connection so it can tell."""
+    if isinstance(exc, asyncio.TimeoutError):
+        error: GatewayError = GatewayTimeout("upstream went idle mid-response")
+    else:
+        error = BadGateway(f"upstream broke off mid-response: {type(exc).__name__}")
+    ex.log.warning("upstream aborted mid-response", error=error.message)
+    transport = ex.request.transport
+    if transport is not None:
+        transport.abort()
+    return error

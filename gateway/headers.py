@@ -1,0 +1,97 @@
+"""Header rules of a proxy: hop-by-hop removal and the client's address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# RFC 9110 section 7.6.1, plus the proxy-only headers a gateway must not pass on.
+# Names are kept lower-cased: ``istr`` compares case-insensitively but hashes
+# case-sensitively, so a set of them would miss "keep-alive" written in lower case.
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Proxy-Connection",
+        "Proxy-Authorization",
+        "Proxy-Authenticate",
+    )
+)
+
+# Headers that reveal the client or the proxies it came through.  They are not
+# sent to an upstream unless it is configured to receive the client's address.
+CLIENT_ADDRESS = frozenset(
+    h.lower()
+    for h in (
+        "Forwarded",
+        "X-Forwarded-For",
+        "X-Forwarded-Host",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Port",
+        "X-Real-IP",
+        "Via",
+        "True-Client-IP",
+        "CF-Connecting-IP",
+        "X-Client-IP",
+    )
+)
+
+# The request's Host is the gateway's; the forwarder sets the upstream's.
+_REQUEST_ONLY = frozenset(("host", "content-length", "expect"))
+
+
+def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    """The header names a ``Connection`` header lists (they are hop-by-hop too)."""
+    tokens: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def strip_hop_by_hop(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    also: Iterable[str] = (),
+) -> CIMultiDict[str]:
+    """A copy of ``headers`` without hop-by-hop headers (and any of ``also``, lower-case)."""
+    drop = HOP_BY_HOP.union(also)
+    if "Connection" in headers:
+        drop = drop.union(connection_tokens(headers))
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+
+
+def upstream_request_headers(
+    headers: CIMultiDictProxy[str],
+    *,
+    keep_length: bool,
+    forward_client_address: bool,
+    forward_cookies: bool,
+) -> CIMultiDict[str]:
+    """The client's headers as they may go upstream, before plugins add their own."""
+    also = set(_REQUEST_ONLY)
+    if keep_length:
+        also.discard("content-length")
+    if not forward_client_address:
+        also.update(CLIENT_ADDRESS)
+    if not forward_cookies:
+        also.add("cookie")
+    return strip_hop_by_hop(headers, also)
+
+
+def client_address(peer: str, forwarded_for: Iterable[str], trusted_hops: int) -> str:
+    """The client's address, believing ``X-Forwarded-For`` through ``trusted_hops`` proxies.
+
+    With no trusted hops the peer is the client.  Each trusted proxy appends the
+    address it saw, so the client is the entry ``trusted_hops`` places from the
+    right of the chain ``forwarded_for + [peer]``.
+    """
+    if trusted_hops <= 0:
+        return peer
+    chain = [a.strip() for value in forwarded_for for a in value.split(",") if a.strip()]
+    chain.append(peer)
+    return chain[max(0, len(chain) - 1 - trusted_hops)]

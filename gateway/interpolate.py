@@ -1,0 +1,92 @@
+"""``${VAR}`` interpolation of config strings.
+
+- ``${VAR}``: the variable's value; an error when it is not set.
+- ``${VAR:-default}``: the default when the variable is unset or empty.
+- ``${VAR-default}``: the default only when the variable is unset.
+- ``$$``: a literal ``$``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class InterpolationError(ValueError):
+    """A ``${VAR}`` that cannot be resolved, or malformed ``${`` syntax."""
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Resolve every ``${...}`` in ``text`` from ``env``; defaults may nest."""
+    return _expand(text, 0, env, nested=False)[0]
+
+
+def _expand(text: str, pos: int, env: Mapping[str, str], *, nested: bool) -> tuple[str, int]:
+    """Expand from ``pos`` to the end (or, when ``nested``, to the closing brace)."""
+    out: list[str] = []
+    while pos < len(text):
+        char = text[pos]
+        if nested and char == "}":
+            return "".join(out), pos
+        if char != "$":
+            out.append(char)
+            pos += 1
+        elif text.startswith("$$", pos):
+            out.append("$")
+            pos += 2
+        elif text.startswith("${", pos):
+            value, pos = _variable(text, pos + 2, env)
+            out.append(value)
+        else:
+            out.append(char)
+            pos += 1
+    if nested:
+        raise InterpolationError("unclosed ${ in a config string")
+    return "".join(out), pos
+
+
+def _variable(text: str, pos: int, env: Mapping[str, str]) -> tuple[str, int]:
+    """Resolve ``NAME}``, ``NAME:-default}`` or ``NAME-default}`` starting at ``pos``."""
+    match = _NAME.match(text, pos)
+    if match is None:
+        raise InterpolationError("malformed ${...}: expected a variable name")
+    name, pos = match.group(), match.end()
+    value = env.get(name)
+    if text.startswith("}", pos):
+        if value is None:
+            raise InterpolationError(f"environment variable {name} is not set")
+        return value, pos + 1
+    for operator in (":-", "-"):
+        if text.startswith(operator, pos):
+            default, pos = _expand(text, pos + len(operator), env, nested=True)
+            unset = not value if operator == ":-" else value is None
+            return (default if unset else value or ""), pos + 1
+    raise InterpolationError(f"malformed ${{{name}...}}: expected }}, :- or -")
+
+
+def escape(text: str) -> str:
+    """The inverse of `interpolate` for literal text: ``interpolate(escape(s)) == s``."""
+    return text.replace("$", "$$")
+
+
+def interpolate_tree(tree: Any, env: Mapping[str, str], path: str = "$") -> tuple[Any, list[str]]:
+    """Interpolate every string in a parsed TOML tree; return it and the problems found."""
+    problems: list[str] = []
+
+    def walk(node: Any, where: str) -> Any:
+        if isinstance(node, str):
+            try:
+                return interpolate(node, env)
+            except InterpolationError as exc:
+                problems.append(f"{where}: {exc}")
+                return node
+        if isinstance(node, dict):
+            return {key: walk(value, f"{where}.{key}") for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value, f"{where}[{i}]") for i, value in enumerate(node)]
+        return node
+
+    return walk(tree, path), problems

@@ -1,0 +1,164 @@
+"""A route's pipeline: its plugins and, per hook, the list of those that override it.
+
+The lists are built once per route when the config loads, so a request only
+loops over plugins that have work to do (structlog's processor chain is the
+model: a plain loop over a precomputed list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.plugin import Exchange, Plugin, SSEEvent
+from gateway.sse import SSEParser
+
+logger = structlog.get_logger("gateway")
+
+ChunkHook = Callable[[Exchange, bytes], Awaitable[bytes]]
+EventHook = Callable[[Exchange, SSEEvent], Awaitable[SSEEvent | Sequence[SSEEvent] | None]]
+
+
+class Pipeline:
+    """The ordered plugins of one route, with their hooks sorted out."""
+
+    __slots__ = ("body_stages", "complete_hooks", "plugins", "request_hooks", "response_hooks")
+
+    def __init__(self, plugins: Sequence[Plugin]) -> None:
+        self.plugins = tuple(plugins)
+        # Request hooks run in order; the rest in reverse (the first plugin sees last).
+        self.request_hooks = [
+            (i, p.on_request) for i, p in enumerate(plugins) if p.uses("on_request")
+        ]
+        backwards = list(enumerate(plugins))[::-1]
+        self.response_hooks = [
+            (i, p.on_response) for i, p in backwards if p.uses("on_response")
+        ]
+        self.complete_hooks = [p.on_complete for _, p in backwards if p.uses("on_complete")]
+        stages: list[tuple[str, list[Any]]] = []
+        for _, plugin in backwards:
+            if plugin.uses("on_chunk"):
+                stages.append(("chunk", [plugin.on_chunk]))
+            if plugin.uses("on_event"):
+                if stages and stages[-1][0] == "event":
+                    stages[-1][1].append(plugin.on_event)
+                else:
+                    stages.append(("event", [plugin.on_event]))
+        self.body_stages = stages
+
+    async def run_request(self, ex: Exchange) -> tuple[web.StreamResponse | None, int]:
+        """Run ``on_request`` hooks; return a short-circuit response and who gave it."""
+        for index, hook in self.request_hooks:
+            response = await hook(ex)
+            if response is not None:
+                return response, index
+        return None, len(self.plugins)
+
+    async def run_response(self, ex: Exchange, before: int | None = None) -> None:
+        """Run ``on_response`` hooks in reverse, only of plugins before index ``before``."""
+        for index, hook in self.response_hooks:
+            if before is None or index < before:
+                await hook(ex)
+
+    async def run_complete(self, ex: Exchange, error: BaseException | None) -> None:
+        """Run every ``on_complete`` hook; one failing does not stop the others."""
+        for hook in self.complete_hooks:
+            try:
+                await hook(ex, error)
+            except Exception:
+                logger.exception("on_complete hook failed", request_id=ex.request_id)
+
+    def body_filter(self, ex: Exchange, sse: bool) -> BodyFilter | None:
+        """A filter for this response's body, or ``None`` when no plugin wants the body."""
+        stages = [s for s in self.body_stages if sse or s[0] == "chunk"]
+        return BodyFilter(ex, stages) if stages else None
+
+
+class BodyFilter:
+    """Runs a response body through the chunk and event hooks, in reverse pipeline order.
+
+    Consecutive event hooks share one SSE parser; between a chunk hook and an
+    event hook the events are serialised again, so each hook sees exactly the
+    output of the one before it.
+    """
+
+    __slots__ = ("_ex", "_stages")
+
+    def __init__(self, ex: Exchange, stages: list[tuple[str, list[Any]]]) -> None:
+        self._ex = ex
+        self._stages: list[_ChunkStage | _EventStage] = [
+            _ChunkStage(hooks[0]) if kind == "chunk" else _EventStage(hooks)
+            for kind, hooks in stages
+        ]
+
+    async def feed(self, data: bytes) -> bytes:
+        for stage in self._stages:
+            if not data:
+                return b""
+            data = await stage.feed(self._ex, data)
+        return data
+
+    async def finish(self) -> bytes:
+        """Flush every stage at the end of the body (chunk hooks get a final ``b""``)."""
+        data = b""
+        for stage in self._stages:
+            if data:
+                data = await stage.feed(self._ex, data)
+            data += await stage.finish(self._ex)
+        return data
+
+
+class _ChunkStage:
+    __slots__ = ("hook",)
+
+    def __init__(self, hook: ChunkHook) -> None:
+        self.hook = hook
+
+    async def feed(self, ex: Exchange, data: bytes) -> bytes:
+        return await self.hook(ex, data)
+
+    async def finish(self, ex: Exchange) -> bytes:
+        return await self.hook(ex, b"")
+
+
+class _EventStage:
+    __slots__ = ("hooks", "parser")
+
+    def __init__(self, hooks: list[EventHook]) -> None:
+        self.hooks = hooks
+        self.parser = SSEParser()
+
+    async def feed(self, ex: Exchange, data: bytes) -> bytes:
+        return await self._run(ex, self.parser.feed(data))
+
+    async def finish(self, ex: Exchange) -> bytes:
+        return await self._run(ex, self.parser.flush())
+
+    async def _run(self, ex: Exchange, parsed: list[tuple[SSEEvent | None, bytes]]) -> bytes:
+        out: list[bytes] = []
+        for event, raw in parsed:
+            if event is None:  # a comment or a torn tail: passed on as it came
+                out.append(raw)
+                continue
+            events: list[SSEEvent] = [event]
+            for hook in self.hooks:
+                next_events: list[SSEEvent] = []
+                for item in events:
+                    result = await hook(ex, item)
+                    if result is None:
+                        continue
+                    if isinstance(result, SSEEvent):
+                        next_events.append(result)
+                    else:
+                        next_events.extend(result)
+                events = next_events
+                if not events:
+                    break
+            if len(events) == 1 and events[0] is event:
+                out.append(raw)  # untouched: the upstream's exact bytes
+            else:
+                out.extend(e.encode() for e in events)
+        return b"".join(out)

@@ -1,0 +1,262 @@
+"""The plugin API: `Plugin`, `Exchange` and `SSEEvent`, and nothing else.
+
+A plugin is a class registered under the entry-point group ``gateway.plugins``.
+The gateway builds, for every route, the list of plugins named by the config and
+calls only the hooks each plugin overrides:
+
+- ``on_request`` in pipeline order, before the upstream is called;
+- ``on_response``, ``on_chunk``, ``on_event`` and ``on_complete`` in reverse
+  pipeline order, as Envoy's encoder filters do: the first plugin sees the final
+  response.
+
+``docs/plugins.md`` documents every hook with an example.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.body import read_limited
+from gateway.errors import BadRequest
+
+if TYPE_CHECKING:
+    from gateway.config import RouteConfig, UpstreamConfig
+    from gateway.context import GatewayContext
+
+__all__ = ["HOOKS", "Exchange", "Identity", "Plugin", "SSEEvent", "Usage"]
+
+#: The names of the per-request hooks, in the order a request meets them.
+HOOKS = ("on_request", "on_response", "on_chunk", "on_event", "on_complete")
+
+
+@attrs.frozen
+class NoConfig:
+    """The config class of a plugin that takes no options."""
+
+
+class Plugin:
+    """Base class of every plugin.
+
+    Subclasses set a nested attrs class ``Config`` (structured by cattrs from
+    ``[plugins.<name>]`` merged with a route's ``[routes.<r>.plugins.<name>]``)
+    and override only the hooks they need: a hook that is not overridden is
+    never called and costs nothing.
+    """
+
+    #: The attrs class the plugin's config table is structured into.
+    Config: ClassVar[type[Any]] = NoConfig
+    #: The entry-point name the plugin was loaded under (set by the loader).
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    async def startup(self, context: GatewayContext) -> None:
+        """Called once before the first request that may use this plugin."""
+
+    async def shutdown(self) -> None:
+        """Called once after the last request that used this plugin has ended."""
+
+    async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
+        """Inspect or change the upstream request; return a response to answer now."""
+        return None
+
+    async def on_response(self, ex: Exchange) -> None:
+        """Inspect or change the status and headers before the client sees them."""
+
+    async def on_chunk(self, ex: Exchange, chunk: bytes) -> bytes:
+        """Transform one body chunk; called once more with ``b""`` at the end."""
+        return chunk
+
+    async def on_event(self, ex: Exchange, event: SSEEvent) -> SSEEvent | Sequence[SSEEvent] | None:
+        """Transform, replace (a list) or drop (``None``) one whole server-sent event."""
+        return event
+
+    async def on_complete(self, ex: Exchange, error: BaseException | None) -> None:
+        """Called exactly once per request, after the last byte or the error."""
+
+    def uses(self, hook: str) -> bool:
+        """Whether the gateway must call ``hook`` on this instance.
+
+        By default, whether the class overrides it.  A plugin whose config leaves
+        a hook nothing to do may say no, so that, say, an idle ``on_event`` does
+        not make the gateway parse every event stream of the route.
+        """
+        return self.overrides(hook)
+
+    @classmethod
+    def overrides(cls, hook: str) -> bool:
+        """Whether this plugin class overrides ``hook``."""
+        return getattr(cls, hook) is not getattr(Plugin, hook)
+
+
+@attrs.frozen
+class SSEEvent:
+    """One server-sent event, as the ``text/event-stream`` format defines it.
+
+    Plugins return it unchanged to pass the upstream's bytes through untouched,
+    or ``attrs.evolve(event, data=...)`` to have it serialised anew.
+    """
+
+    data: str = ""
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+    def json(self) -> Any:
+        """The ``data`` field parsed as JSON (raises ``ValueError`` when it is not)."""
+        return json.loads(self.data)
+
+    def encode(self) -> bytes:
+        """Serialise the event, ending with the blank line that terminates it."""
+        lines = []
+        if self.event is not None:
+            lines.append(f"event: {self.event}")
+        if self.id is not None:
+            lines.append(f"id: {self.id}")
+        if self.retry is not None:
+            lines.append(f"retry: {self.retry}")
+        lines.extend(f"data: {line}" for line in self.data.split("\n"))
+        return ("\n".join(lines) + "\n\n").encode()
+
+
+@attrs.frozen
+class Identity:
+    """Who the client is, as an authentication plugin established it."""
+
+    name: str
+    team: str | None = None
+    allowed_routes: frozenset[str] | None = None
+    allowed_models: frozenset[str] | None = None
+
+
+@attrs.define
+class Usage:
+    """Tokens one request consumed, as the upstream reported or a plugin counted."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+_UNREAD: Any = object()
+
+
+@attrs.define(eq=False)
+class Exchange:
+    """One request's passage through the gateway, shared by every hook.
+
+    The request side (``upstream_url``, ``upstream_headers``, the JSON body) may
+    be changed by ``on_request``; the response side (``status``,
+    ``response_headers``) by ``on_response``.  ``state`` is free for plugins,
+    keyed by plugin name by convention.
+    """
+
+    #: The client's request, as aiohttp parsed it.
+    request: web.BaseRequest
+    #: The name and config of the route the request matched.
+    route_name: str
+    route: RouteConfig
+    #: The upstream the route points to; ``None`` for routes that plugins answer.
+    upstream: UpstreamConfig | None
+    #: The parameters the route's path pattern captured.
+    path_params: dict[str, str]
+    #: The request path after normalisation (what routing and limits saw).
+    path: str
+    #: The URL the forwarder will call, built from config only.
+    upstream_url: URL | None
+    #: The headers the forwarder will send (hop-by-hop headers already removed).
+    upstream_headers: CIMultiDict[str]
+    #: The client's address, through the configured trusted proxy hops.
+    client_ip: str
+    #: The request id (taken from ``X-Request-ID`` by ``access_log`` or made).
+    request_id: str
+    #: The outbound proxy chosen for this request (``upstream_proxy`` sets it).
+    proxy: str | None = None
+    #: Who the client is, once an auth plugin knows.
+    identity: Identity | None = None
+    #: Free space for plugins.
+    state: dict[str, Any] = attrs.Factory(dict)
+    #: The status and headers the client will get (set when the upstream answers).
+    status: int | None = None
+    response_headers: CIMultiDict[str] | None = None
+    #: The upstream's own status, unchanged by plugins (``None`` if not called).
+    upstream_status: int | None = None
+    #: Token usage, for quotas and metrics.
+    usage: Usage | None = None
+    #: Timing (``time.perf_counter`` values) and byte counts.
+    started: float = attrs.Factory(time.perf_counter)
+    first_byte_at: float | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    #: The request body when it has been read (plugins replace it with ``set_body``).
+    body: bytes | None = None
+    _json: Any = _UNREAD
+    #: The maximum request body size the forwarder and ``json()`` accept.
+    max_body_size: int = 8 * 1024 * 1024
+    #: Whether a plugin asked, from ``on_response``, for the request to be sent again.
+    retry_requested: bool = False
+    #: How many times the upstream has been called for this request.
+    attempts: int = 0
+    _log: Any = None
+
+    @property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        """A structlog logger bound to this request's id (made on first use)."""
+        if self._log is None:
+            self._log = structlog.get_logger("gateway").bind(request_id=self.request_id)
+        return self._log  # type: ignore[no-any-return]
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    async def read_body(self) -> bytes:
+        """Read the whole request body once (bounded by the size limit) and keep it."""
+        if self.body is None:
+            self.body = await read_limited(self.request, self.max_body_size)
+        return self.body
+
+    async def json(self) -> Any:
+        """The request body parsed as JSON, cached; a bad body answers 400."""
+        if self._json is _UNREAD:
+            raw = await self.read_body()
+            try:
+                self._json = json.loads(raw) if raw.strip() else None
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        return self._json
+
+    def set_json(self, value: Any) -> None:
+        """Replace the request body with ``value`` serialised as JSON."""
+        self._json = value
+        self.set_body(json.dumps(value, ensure_ascii=False).encode(), "application/json")
+
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        """Replace the request body sent upstream."""
+        self.body = body
+        self.upstream_headers.popall("Content-Length", None)
+        self.upstream_headers.popall("Content-Encoding", None)
+        if content_type is not None:
+            self.upstream_headers["Content-Type"] = content_type
+
+    def retry(self) -> None:
+        """From ``on_response``: discard this upstream answer and send the request again.
+
+        Only honoured while no byte has reached the client and the body can be
+        replayed (it was read, or there was none); a plugin changes what it must
+        (a credential, say) before asking.
+        """
+        self.retry_requested = True

@@ -1,0 +1,112 @@
+"""Running one gateway process: signals, hot reload and graceful drain.
+
+- ``SIGTERM`` / ``SIGINT``: stop accepting, let open requests finish up to
+  ``server.drain_timeout``, close the rest, exit 0.
+- ``SIGHUP`` (and, with ``--watch``, a change of the config file): reload.  An
+  invalid new config is logged with every problem and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from pathlib import Path
+
+import structlog
+
+from gateway.config import find_config
+from gateway.errors import ConfigError
+from gateway.logs import configure_logging
+from gateway.runtime import Runtime, load_runtime
+from gateway.server import Service, make_socket
+
+logger = structlog.get_logger("gateway")
+
+WATCH_INTERVAL = 1.0
+
+
+def load(config_path: str | None) -> Runtime:
+    """Read, interpolate and check the config the command line points to, plugins included."""
+    source, text = find_config(config_path)
+    return load_runtime(text, source)
+
+
+async def serve_until_stopped(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    *,
+    watch: bool = False,
+    sock: socket.socket | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT; return the exit status."""
+    runtime = load(config_path)
+    server = runtime.config.server
+    configure_logging(server.log_level, server.log_format)
+    service = await Service.create(runtime)
+    if sock is None:
+        sock = make_socket(host or server.host, port if port is not None else server.port)
+    await service.start(sock)
+    logger.info("gateway started", host=sock.getsockname()[0], port=service.port, pid=os.getpid())
+
+    stop = asyncio.Event()
+    reloads: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, "SIGHUP")
+    tasks = [asyncio.create_task(_reload_loop(service, config_path, reloads))]
+    if watch:
+        tasks.append(asyncio.create_task(_watch(config_path, reloads)))
+    await stop.wait()
+    logger.info("draining", in_flight=service.runtime.in_flight)
+    for task in tasks:
+        task.cancel()
+    drained = await service.stop()
+    logger.info("gateway stopped", drained=drained)
+    return 0
+
+
+async def _reload_loop(
+    service: Service, config_path: str | None, reloads: asyncio.Queue[str]
+) -> None:
+    while True:
+        reason = await reloads.get()
+        try:
+            runtime = load(config_path)
+            await service.reload(runtime)
+        except ConfigError as exc:
+            logger.error(
+                "reload refused, keeping the old config",
+                reason=reason,
+                problems=[f"{exc.source}: {p}" for p in exc.problems],
+            )
+        except Exception as exc:
+            logger.exception(
+                "reload failed, keeping the old config", reason=reason, error=repr(exc)
+            )
+        else:
+            logger.info("config reloaded", reason=reason, source=runtime.config.source)
+
+
+async def _watch(config_path: str | None, reloads: asyncio.Queue[str]) -> None:
+    """Poll the config file's modification time (no extra dependency, works in containers)."""
+    source, _ = find_config(config_path)
+    path = Path(source)
+    last = _stamp(path)
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL)
+        stamp = _stamp(path)
+        if stamp != last:
+            last = stamp
+            reloads.put_nowait("file changed")
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    with contextlib.suppress(OSError):
+        stat = path.stat()
+        return stat.st_mtime, stat.st_size
+    return None

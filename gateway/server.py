@@ -1,0 +1,139 @@
+"""Listening: the low-level aiohttp server, its errors in the JSON envelope, and the
+service lifecycle (start, hot reload, graceful drain).
+
+The gateway uses aiohttp's low-level `web.Server` rather than an `Application`:
+it has one handler and no router of aiohttp's, so the per-request cost of
+middlewares and signals is not paid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import structlog
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.errors import error_body
+from gateway.handler import Gateway
+from gateway.runtime import Runtime
+
+logger = structlog.get_logger("gateway")
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering malformed requests in the JSON envelope."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        code, text = "bad_request", "malformed HTTP request"
+        if isinstance(exc, http_exceptions.LineTooLong) or "Too many headers" in str(exc):
+            status, code, text = 431, "headers_too_large", "request line or headers too large"
+        elif status == 504:
+            code, text = "gateway_timeout", "request timed out"
+        elif status >= 500:
+            code, text = "internal_error", "the gateway failed to handle the request"
+            logger.error("unhandled error", exc_info=exc)
+        logger.debug("rejected malformed request", status=status, error=str(exc)[:200])
+        response = web.Response(
+            status=status,
+            body=error_body(
+                text, "invalid_request_error" if status < 500 else "gateway_error", code
+            ),
+            content_type="application/json",
+        )
+        response.force_close()
+        return response
+
+
+class GatewayServer(web.Server):
+    """`web.Server` whose connections use `JsonErrorRequestHandler`."""
+
+    def __call__(self) -> RequestHandler:
+        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+def make_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket (``SO_REUSEPORT`` lets several workers share a port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Service:
+    """A running gateway: the listening server and the runtime it serves with."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.gateway = Gateway(runtime)
+        self._runner: web.ServerRunner | None = None
+        self._retired: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.gateway.runtime
+
+    @classmethod
+    async def create(cls, runtime: Runtime) -> Service:
+        """A service for ``runtime``, its plugins started."""
+        await runtime.startup()
+        return cls(runtime)
+
+    async def start(self, sock: socket.socket) -> None:
+        """Serve on an already bound socket."""
+        server_config = self.runtime.config.server
+        limit = max(8190, server_config.max_header_size)
+        server = GatewayServer(
+            self.gateway.handle,
+            handler_cancellation=True,  # a client that disconnects cancels its upstream call
+            max_line_size=limit,
+            max_field_size=limit,
+            access_log=None,
+        )
+        self._runner = web.ServerRunner(server, handle_signals=False)
+        await self._runner.setup()
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        self.port = sock.getsockname()[1]
+
+    async def reload(self, runtime: Runtime) -> None:
+        """Swap in a new runtime; the old one retires once its requests have ended."""
+        await runtime.startup()
+        old, self.gateway.runtime = self.gateway.runtime, runtime
+        task = asyncio.create_task(self._retire(old, None))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _retire(self, runtime: Runtime, timeout: float | None) -> None:
+        await runtime.wait_idle(timeout)
+        await runtime.shutdown()
+
+    async def stop(self, drain_timeout: float | None = None) -> bool:
+        """Stop accepting, let requests finish up to ``drain_timeout``, then close.
+
+        Returns whether every request finished in time.
+        """
+        if drain_timeout is None:
+            drain_timeout = self.runtime.config.server.drain_timeout
+        drained = True
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()  # stops listening; connections stay open
+            drained = await self.runtime.wait_idle(drain_timeout)
+            await self._runner.cleanup()
+            self._runner = None
+        await asyncio.gather(*self._retired, return_exceptions=True)
+        await self.runtime.shutdown()
+        return drained

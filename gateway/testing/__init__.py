@@ -1,0 +1,28 @@
+"""Simulated upstreams: a ChatGPT web backend and an OpenAI API, as real aiohttp apps.
+
+The gateway's tests, its ``gateway demo`` command and its benchmarks run against
+these instead of the real services. This package needs only aiohttp, attrs and
+multidict: importing it does not import the rest of the gateway.
+
+- `chatgpt_app`: ChatGPT's ``/backend-api`` routes, the conversation stream included.
+- `openai_app`: OpenAI's ``/v1`` routes (models, chat completions, embeddings).
+- `start_simulator`: both on one port, returning a `Simulator` with the base URLs.
+- `Recorder` / `RecordedRequest`: what the upstream received, for assertions.
+
+Test hooks: ``X-Sim-Status: NNN`` on any request; ``X-Sim-Fail: error-event |
+max-tokens | die | rewrite`` on ``POST /backend-api/conversation``.
+"""
+
+from gateway.testing.chatgpt import chatgpt_app
+from gateway.testing.openai import openai_app
+from gateway.testing.recorder import RecordedRequest, Recorder
+from gateway.testing.server import Simulator, start_simulator
+
+__all__ = [
+    "RecordedRequest",
+    "Recorder",
+    "Simulator",
+    "chatgpt_app",
+    "openai_app",
+    "start_simulator",
+]

@@ -1,0 +1,95 @@
+"""Serving both simulated upstreams on one port, for tests, ``gateway demo`` and benchmarks."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import attrs
+from aiohttp import web
+
+from gateway.testing.chatgpt import CLIENT_MAX_SIZE, install_chatgpt
+from gateway.testing.flavors import CHATGPT
+from gateway.testing.openai import install_openai
+from gateway.testing.recorder import Recorder
+
+SHUTDOWN_TIMEOUT = 1.0
+
+
+def simulator_app(
+    recorder: Recorder | None = None, *, delay: float = 0.0, words: int | None = None
+) -> web.Application:
+    """One application serving ChatGPT under ``/backend-api`` and OpenAI under ``/v1``."""
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    install_chatgpt(app, recorder, delay=delay, words=words)
+    install_openai(app, recorder, delay=delay)
+    return app
+
+
+@attrs.define
+class Simulator:
+    """A running simulator; ``close()`` (or leaving ``async with``) stops it."""
+
+    url: str  # e.g. "http://127.0.0.1:41234", no trailing slash
+    recorder: Recorder
+    _runner: web.AppRunner = attrs.field(repr=False, alias="runner")
+
+    @property
+    def chatgpt_url(self) -> str:
+        """The ChatGPT upstream base URL, e.g. ``http://127.0.0.1:41234/backend-api``."""
+        return self.url + CHATGPT.prefix
+
+    @property
+    def openai_url(self) -> str:
+        """The OpenAI upstream base URL (the server's root; routes are under ``/v1``)."""
+        return self.url
+
+    @property
+    def port(self) -> int:
+        """The port the simulator listens on."""
+        return int(self.url.rsplit(":", 1)[1])
+
+    async def close(self) -> None:
+        """Stop serving; open streams get `SHUTDOWN_TIMEOUT` seconds, then are cancelled."""
+        await self._runner.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def start_simulator(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    delay: float = 0.0,
+    words: int | None = None,
+    recorder: Recorder | None = None,
+) -> Simulator:
+    """Start both simulated upstreams on ``host:port`` (port 0: any free port).
+
+    ``delay`` seconds separate stream events, ``words`` fixes the length of ChatGPT
+    answers, and every request is appended to ``recorder`` (a new one if not given).
+    """
+    recorder = recorder if recorder is not None else Recorder()
+    app = simulator_app(recorder, delay=delay, words=words)
+    # A client that disconnects cancels its stream at once, as a real upstream would.
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = runner.addresses[0][1]
+    shown = f"[{host}]" if ":" in host else host
+    return Simulator(url=f"http://{shown}:{bound_port}", recorder=recorder, runner=runner)

@@ -1,0 +1,40 @@
+"""``gateway run --workers N``: N processes serving one port through ``SO_REUSEPORT``.
+
+The parent starts the workers as child processes, forwards ``SIGTERM``,
+``SIGINT`` and ``SIGHUP`` to them, and exits when they have all exited.  Each
+worker has its own in-process state: limits shared across workers (and across
+replicas) need the Redis store.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def run_workers(count: int, worker_args: list[str]) -> int:
+    """Run ``count`` workers with ``worker_args``; return the worst exit status."""
+    command = [sys.executable, "-m", "gateway", "run", "--reuse-port", *worker_args]
+    children = [subprocess.Popen(command) for _ in range(count)]  # noqa: S603
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    statuses = []
+    for child in children:
+        while True:
+            try:
+                statuses.append(child.wait())
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                time.sleep(0.01)
+    return max((abs(s) for s in statuses), default=0)
