@@ -20,7 +20,6 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.body import read_limited
 from gateway.errors import (
     BadGateway,
     BadRequest,
@@ -165,10 +164,9 @@ async def run_exchange(
 ) -> tuple[web.StreamResponse, BaseException | None]:
     """Run the pipeline and the upstream call; return the response and the error if any."""
     try:
-        response, index = await pipeline.run_request(ex)
+        response, index, error = await pipeline.run_request(ex)
         if response is not None:
-            await answer_locally(ex, pipeline, response, before=index)
-            return response, None
+            return await answer_locally(ex, pipeline, response, index), error
         if not match.method_allowed:
             allowed = ", ".join(runtime.router.allowed_methods(ex.path))
             raise MethodNotAllowed(
@@ -178,42 +176,36 @@ async def run_exchange(
             raise NotFound(f"no plugin answered {ex.method} {ex.path}")
         return await forward(runtime, pipeline, ex)
     except GatewayError as exc:
-        response = exc.response()
-        await answer_locally(ex, pipeline, response, before=None)
-        return response, exc
+        return await answer_locally(ex, pipeline, exc.response(), None), exc
 
 
 async def answer_locally(
     ex: Exchange, pipeline: Pipeline, response: web.StreamResponse, before: int | None
-) -> None:
+) -> web.StreamResponse:
     """Let the response hooks see an answer the gateway or a plugin made itself.
 
     Only plugins before the one that answered (``before``) see it, as in Envoy.
+    Returns what to send: the answer, or the error a response hook raised instead.
     """
     ex.status = response.status
     ex.response_headers = response.headers
-    if not response.prepared:
-        try:
-            await pipeline.run_response(ex, before)
-        except GatewayError as exc:
-            ex.log.warning("response hook failed on a local answer", error=exc.message)
+    if response.prepared:  # a plugin that streamed its answer itself
+        return response
+    replaced, _ = await pipeline.run_response(ex, before)
+    return replaced or response
 
 
 async def request_body(ex: Exchange) -> tuple[bytes | aiohttp.StreamReader | None, bool]:
     """What to send upstream as the body, and whether it can be sent again."""
-    if ex.body is not None:
-        ex.bytes_in = len(ex.body)
-        return ex.body, True
     request = ex.request
-    if not request.body_exists:
-        return None, True
-    length = request.content_length
-    if length is None or length <= _SMALL_BODY:
-        body = await read_limited(request, ex.max_body_size)
-        ex.bytes_in = len(body)
-        return body, True
-    ex.bytes_in = length
-    return request.content, False
+    if ex.body is None and request.body_exists:
+        length = request.content_length
+        if length is not None and length > _SMALL_BODY:
+            ex.bytes_in = length
+            return request.content, False
+        await ex.read_body()
+    ex.bytes_in = len(ex.body or b"")
+    return ex.body, True
 
 
 async def forward(
@@ -222,27 +214,31 @@ async def forward(
     """Call the upstream (again if a plugin asks and it is safe) and stream its answer."""
     data, replayable = await request_body(ex)
     while True:
+        ex.can_retry = replayable and ex.attempts + 1 < _MAX_ATTEMPTS
         upstream = await runtime.forwarder.send(ex, data)
         ex.upstream_status = ex.status = upstream.status
         ex.response_headers = strip_hop_by_hop(upstream.headers)
         try:
-            await pipeline.run_response(ex)
+            replaced, error = await pipeline.run_response(ex)
         except BaseException:
             upstream.close()
             raise
-        if ex.retry_requested and replayable and ex.attempts < _MAX_ATTEMPTS:
-            ex.retry_requested = False
+        if replaced is not None:
             upstream.close()
-            continue
-        break
-    return await stream_back(pipeline, ex, upstream)
+            return replaced, error
+        if not ex.retry_requested:
+            return await stream_back(pipeline, ex, upstream)
+        ex.retry_requested = False
+        upstream.close()
+        if replayable:
+            data = ex.body  # a plugin may have changed it before asking again
 
 
 async def stream_back(
     pipeline: Pipeline, ex: Exchange, upstream: aiohttp.ClientResponse
 ) -> tuple[web.StreamResponse, BaseException | None]:
     """Stream the upstream's body to the client as it arrives, through the body hooks."""
-    assert ex.status is not None and ex.response_headers is not None
+    assert ex.response_headers is not None
     headers: CIMultiDict[str] = ex.response_headers
     sse = headers.get("Content-Type", "").startswith("text/event-stream")
     body_filter = pipeline.body_filter(ex, sse)
@@ -250,9 +246,10 @@ async def stream_back(
         headers.popall("Content-Length", None)
     if sse:
         headers["X-Accel-Buffering"] = "no"
-    response = web.StreamResponse(status=ex.status, reason=upstream.reason, headers=headers)
+    out = ClientStream(ex, upstream.reason)
     try:
-        await response.prepare(ex.request)
+        if body_filter is None:
+            await out.start()  # nothing can change the head any more: send it now
         chunks = upstream.content.iter_any()
         while True:
             try:
@@ -260,40 +257,96 @@ async def stream_back(
             except StopAsyncIteration:
                 break
             except _UPSTREAM_READ_ERRORS as exc:
-                return response, abort_client(ex, exc)
+                return out.fail(upstream_read_error(exc))
             if ex.first_byte_at is None:
                 ex.first_byte_at = time.perf_counter()
             if body_filter is not None:
-                chunk = await body_filter.feed(chunk)
-                if not chunk:
-                    continue
-            ex.bytes_out += len(chunk)
-            await response.write(chunk)
+                try:
+                    chunk = await body_filter.feed(chunk)
+                except Exception as exc:
+                    return out.fail(body_hook_error(ex, exc))[0], exc
+            await out.write(chunk)
         if body_filter is not None:
-            tail = await body_filter.finish()
-            if tail:
-                ex.bytes_out += len(tail)
-                await response.write(tail)
-        await response.write_eof()
+            try:
+                tail = await body_filter.finish()
+            except Exception as exc:
+                return out.fail(body_hook_error(ex, exc))[0], exc
+            await out.write(tail)
+        response = await out.finish()
         upstream.release()
         return response, None
     except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
         # The client went away: stop reading the upstream at once.
         ex.log.info("client disconnected", bytes_out=ex.bytes_out)
-        return response, exc
+        return out.response or web.StreamResponse(status=499), exc
     finally:
         if not upstream.closed and upstream.connection is not None:
             upstream.close()
 
 
-def abort_client(ex: Exchange, exc: BaseException) -> GatewayError:
-    """The upstream broke off mid-body: abort the client connection so it can tell."""
+class ClientStream:
+    """The answer to the client, whose head is sent with its first byte.
+
+    Until a body hook first returns bytes, hooks may still change ``ex.status``
+    and ``ex.response_headers``: a plugin that buffers a whole body can choose
+    the status from what it found.
+    """
+
+    __slots__ = ("ex", "reason", "response")
+
+    def __init__(self, ex: Exchange, reason: str | None) -> None:
+        self.ex = ex
+        self.reason = reason
+        self.response: web.StreamResponse | None = None
+
+    async def start(self) -> web.StreamResponse:
+        if self.response is None:
+            ex = self.ex
+            assert ex.status is not None
+            reason = self.reason if ex.status == ex.upstream_status else None
+            self.response = web.StreamResponse(
+                status=ex.status, reason=reason, headers=ex.response_headers
+            )
+            await self.response.prepare(ex.request)
+        return self.response
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            self.ex.bytes_out += len(data)
+            await (self.response or await self.start()).write(data)
+
+    async def finish(self) -> web.StreamResponse:
+        response = await self.start()
+        await response.write_eof()
+        return response
+
+    def fail(self, error: GatewayError) -> tuple[web.StreamResponse, GatewayError]:
+        """The body cannot be finished (the upstream broke off, or a body hook failed).
+
+        If the client has seen nothing yet it gets a clean error; otherwise its
+        connection is aborted, so that it can tell the answer is incomplete.
+        """
+        self.ex.log.warning("answer broken off", error=error.message)
+        if self.response is None:
+            answer = error.response()
+            self.ex.status = answer.status
+            return answer, error
+        transport = self.ex.request.transport
+        if transport is not None:
+            transport.abort()
+        return self.response, error
+
+
+def upstream_read_error(exc: BaseException) -> GatewayError:
+    """The error for an upstream body that broke off or went idle."""
     if isinstance(exc, asyncio.TimeoutError):
-        error: GatewayError = GatewayTimeout("upstream went idle mid-response")
-    else:
-        error = BadGateway(f"upstream broke off mid-response: {type(exc).__name__}")
-    ex.log.warning("upstream aborted mid-response", error=error.message)
-    transport = ex.request.transport
-    if transport is not None:
-        transport.abort()
-    return error
+        return GatewayTimeout("upstream went idle mid-response")
+    return BadGateway(f"upstream broke off mid-response: {type(exc).__name__}")
+
+
+def body_hook_error(ex: Exchange, exc: Exception) -> GatewayError:
+    """The error for a body hook that raised: its own if it chose one, else a logged failure."""
+    if isinstance(exc, GatewayError):
+        return exc
+    ex.log.exception("body hook failed")
+    return GatewayError("a plugin failed while streaming the answer")

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway.errors import GatewayError
 from gateway.plugin import Exchange, Plugin, SSEEvent
 from gateway.sse import SSEParser
 
@@ -34,9 +35,7 @@ class Pipeline:
             (i, p.on_request) for i, p in enumerate(plugins) if p.uses("on_request")
         ]
         backwards = list(enumerate(plugins))[::-1]
-        self.response_hooks = [
-            (i, p.on_response) for i, p in backwards if p.uses("on_response")
-        ]
+        self.response_hooks = [(i, p.on_response) for i, p in backwards if p.uses("on_response")]
         self.complete_hooks = [p.on_complete for _, p in backwards if p.uses("on_complete")]
         stages: list[tuple[str, list[Any]]] = []
         for _, plugin in backwards:
@@ -49,19 +48,47 @@ class Pipeline:
                     stages.append(("event", [plugin.on_event]))
         self.body_stages = stages
 
-    async def run_request(self, ex: Exchange) -> tuple[web.StreamResponse | None, int]:
-        """Run ``on_request`` hooks; return a short-circuit response and who gave it."""
-        for index, hook in self.request_hooks:
-            response = await hook(ex)
-            if response is not None:
-                return response, index
-        return None, len(self.plugins)
+    async def run_request(
+        self, ex: Exchange
+    ) -> tuple[web.StreamResponse | None, int, GatewayError | None]:
+        """Run ``on_request`` hooks in order until one answers.
 
-    async def run_response(self, ex: Exchange, before: int | None = None) -> None:
-        """Run ``on_response`` hooks in reverse, only of plugins before index ``before``."""
+        Returns the answer (a raised `GatewayError` becomes its JSON answer), the
+        index of the plugin that gave it, and the error if one was raised.
+        """
+        for index, hook in self.request_hooks:
+            try:
+                response = await hook(ex)
+            except GatewayError as exc:
+                return exc.response(), index, exc
+            if response is not None:
+                return response, index, None
+        return None, len(self.plugins), None
+
+    async def run_response(
+        self, ex: Exchange, before: int | None = None
+    ) -> tuple[web.Response | None, GatewayError | None]:
+        """Run ``on_response`` hooks in reverse, of plugins before index ``before`` only.
+
+        A hook that raises a `GatewayError` replaces the answer with the error's,
+        which only the plugins before it then see; that answer is returned.  A hook
+        that asks for a retry ends the round: the others never see the discarded answer.
+        """
+        replaced: web.Response | None = None
+        error: GatewayError | None = None
         for index, hook in self.response_hooks:
-            if before is None or index < before:
+            if before is not None and index >= before:
+                continue
+            try:
                 await hook(ex)
+            except GatewayError as exc:
+                replaced, error, before = exc.response(), exc, index
+                ex.status, ex.response_headers = replaced.status, replaced.headers
+                ex.retry_requested = False
+                continue
+            if ex.retry_requested:
+                break
+        return replaced, error
 
     async def run_complete(self, ex: Exchange, error: BaseException | None) -> None:
         """Run every ``on_complete`` hook; one failing does not stop the others."""

@@ -208,6 +208,8 @@ class Exchange:
     max_body_size: int = 8 * 1024 * 1024
     #: Whether a plugin asked, from ``on_response``, for the request to be sent again.
     retry_requested: bool = False
+    #: Whether a retry is possible now (no byte sent yet, the body replayable, attempts left).
+    can_retry: bool = False
     #: How many times the upstream has been called for this request.
     attempts: int = 0
     _log: Any = None
@@ -252,11 +254,14 @@ class Exchange:
         if content_type is not None:
             self.upstream_headers["Content-Type"] = content_type
 
-    def retry(self) -> None:
+    def retry(self) -> bool:
         """From ``on_response``: discard this upstream answer and send the request again.
 
-        Only honoured while no byte has reached the client and the body can be
-        replayed (it was read, or there was none); a plugin changes what it must
-        (a credential, say) before asking.
+        Returns whether the retry will happen: only while no byte has reached the
+        client, the body can be replayed (it was read, or there was none) and
+        attempts are left.  A plugin changes what it must (a credential, say)
+        before asking; the plugins after it in the response order never see the
+        discarded answer.
         """
-        self.retry_requested = True
+        self.retry_requested = self.can_retry
+        return self.retry_requested
