@@ -1,20 +1,36 @@
-"""Reading request bodies within the configured size limit."""
+"""Reading request bodies within the configured size limit and idle timeout."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+from collections.abc import AsyncIterator
 
-from gateway.errors import PayloadTooLarge
+from aiohttp import StreamReader, web
+
+from gateway.errors import PayloadTooLarge, RequestTimeout
 
 
-async def read_limited(request: web.BaseRequest, limit: int) -> bytes:
-    """Read a whole request body, raising `PayloadTooLarge` past ``limit`` bytes."""
+async def idle_limited(stream: StreamReader, idle: float) -> AsyncIterator[bytes]:
+    """The chunks of ``stream``, raising `RequestTimeout` when one takes longer than ``idle``."""
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await stream.readany()
+        except TimeoutError:
+            raise RequestTimeout(f"the request body stalled for more than {idle:g} s") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+async def read_limited(request: web.BaseRequest, limit: int, idle: float) -> bytes:
+    """Read a whole request body; `PayloadTooLarge` past ``limit`` bytes."""
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in idle_limited(request.content, idle):
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(limit)

@@ -46,7 +46,8 @@ class ServerConfig:
     trusted_hops: int = 0
     max_body_size: Bytes = Bytes(8 * 1024 * 1024)
     max_header_size: Bytes = Bytes(16 * 1024)
-    #: How long a client may take between bytes of its request.
+    #: How long a client may stay silent: before its request head is complete, between
+    #: bytes of its body, and between requests on a kept-alive connection.
     client_idle_timeout: Seconds = Seconds(60.0)
     drain_timeout: Seconds = Seconds(30.0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -19,6 +19,8 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "gateway_error"
     code: ClassVar[str] = "internal_error"
+    #: Close the connection after answering (the rest of the request cannot be trusted).
+    close_connection: ClassVar[bool] = False
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -27,7 +29,10 @@ class GatewayError(Exception):
 
     def response(self) -> web.Response:
         """This error as a JSON response in the envelope."""
-        return error_response(self.status, self.message, self.type, self.code, self.headers)
+        response = error_response(self.status, self.message, self.type, self.code, self.headers)
+        if self.close_connection:
+            response.force_close()
+        return response
 
 
 class BadRequest(GatewayError):
@@ -50,8 +55,14 @@ class MethodNotAllowed(GatewayError):
     status, type, code = 405, "invalid_request_error", "method_not_allowed"
 
 
+class RequestTimeout(GatewayError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
+    close_connection = True
+
+
 class PayloadTooLarge(GatewayError):
     status, type, code = 413, "invalid_request_error", "payload_too_large"
+    close_connection = True
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body is larger than the limit of {limit} bytes")

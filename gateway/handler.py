@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import structlog
@@ -20,6 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.body import idle_limited
 from gateway.errors import (
     BadGateway,
     BadRequest,
@@ -156,6 +158,7 @@ def new_exchange(
         client_ip=client_ip,
         request_id=request_id,
         max_body_size=config.server.max_body_size,
+        body_idle_timeout=config.server.client_idle_timeout,
     )
 
 
@@ -195,14 +198,14 @@ async def answer_locally(
     return replaced or response
 
 
-async def request_body(ex: Exchange) -> tuple[bytes | aiohttp.StreamReader | None, bool]:
+async def request_body(ex: Exchange) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
     """What to send upstream as the body, and whether it can be sent again."""
     request = ex.request
     if ex.body is None and request.body_exists:
         length = request.content_length
         if length is not None and length > _SMALL_BODY:
             ex.bytes_in = length
-            return request.content, False
+            return idle_limited(request.content, ex.body_idle_timeout), False
         await ex.read_body()
     ex.bytes_in = len(ex.body or b"")
     return ex.body, True

@@ -206,6 +206,8 @@ class Exchange:
     _json: Any = _UNREAD
     #: The maximum request body size the forwarder and ``json()`` accept.
     max_body_size: int = 8 * 1024 * 1024
+    #: The longest silence allowed between bytes of the request body.
+    body_idle_timeout: float = 60.0
     #: Whether a plugin asked, from ``on_response``, for the request to be sent again.
     retry_requested: bool = False
     #: Whether a retry is possible now (no byte sent yet, the body replayable, attempts left).
@@ -228,7 +230,7 @@ class Exchange:
     async def read_body(self) -> bytes:
         """Read the whole request body once (bounded by the size limit) and keep it."""
         if self.body is None:
-            self.body = await read_limited(self.request, self.max_body_size)
+            self.body = await read_limited(self.request, self.max_body_size, self.body_idle_timeout)
         return self.body
 
     async def json(self) -> Any:

@@ -100,6 +100,11 @@ class Service:
             handler_cancellation=True,  # a client that disconnects cancels its upstream call
             max_line_size=limit,
             max_field_size=limit,
+            # Also bounds how long a client may take to send a request head.
+            keepalive_timeout=server_config.client_idle_timeout,
+            # After an early answer (413, 408) the unread rest of a body is drained
+            # this long, so that the client sees the answer rather than a reset.
+            lingering_time=2.0,
             access_log=None,
         )
         self._runner = web.ServerRunner(server, handle_signals=False)

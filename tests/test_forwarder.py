@@ -314,3 +314,27 @@ async def test_no_header_is_invented_upstream(gateway, upstream):
     await raw_request(gateway, head)
     names = set(seen_headers(upstream.requests[-1]))
     assert names == {"host", "x-request-id"}
+
+
+async def test_a_stalled_request_body_is_408(upstream, serve_app, start_gateway):
+    url = await serve_app(upstream.app)
+    gateway = await start_gateway(config(url, server='client_idle_timeout = "300ms"'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.service.port)
+    writer.write(b"POST /slow HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nonly part")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # the gateway answers, then closes
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"code": "request_timeout"' in answer
+    assert upstream.requests == []
+
+
+async def test_a_request_head_that_never_ends_is_closed(upstream, serve_app, start_gateway):
+    url = await serve_app(upstream.app)
+    gateway = await start_gateway(config(url, server='client_idle_timeout = "300ms"'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.service.port)
+    writer.write(b"GET /slowloris HTTP/1.1\r\nHost: gw\r\nX-A: ")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not left hanging
+    writer.close()
+    assert upstream.requests == []

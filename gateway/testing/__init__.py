@@ -7,6 +7,9 @@ multidict: importing it does not import the rest of the gateway.
 - `chatgpt_app`: ChatGPT's ``/backend-api`` routes, the conversation stream included.
 - `openai_app`: OpenAI's ``/v1`` routes (models, chat completions, embeddings).
 - `start_simulator`: both on one port, returning a `Simulator` with the base URLs.
+- `LoginSimulator`, `Account`, `Fault`: the ChatGPT login (web host ``/api/auth/*`` on
+  the same port, its Auth0 host on a second one), configured through ``Simulator.login``
+  (demo account ``demo@example.com`` / ``demo-password``; see `gateway.testing.login`).
 - `Recorder` / `RecordedRequest`: what the upstream received, for assertions.
 
 Test hooks: ``X-Sim-Status: NNN`` on any request; ``X-Sim-Fail: error-event |
@@ -14,11 +17,16 @@ max-tokens | die | rewrite`` on ``POST /backend-api/conversation``.
 """
 
 from gateway.testing.chatgpt import chatgpt_app
+from gateway.testing.login import DEMO_ACCOUNT, Account, Fault, LoginSimulator
 from gateway.testing.openai import openai_app
 from gateway.testing.recorder import RecordedRequest, Recorder
 from gateway.testing.server import Simulator, start_simulator
 
 __all__ = [
+    "DEMO_ACCOUNT",
+    "Account",
+    "Fault",
+    "LoginSimulator",
     "RecordedRequest",
     "Recorder",
     "Simulator",

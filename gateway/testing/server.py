@@ -1,4 +1,8 @@
-"""Serving both simulated upstreams on one port, for tests, ``gateway demo`` and benchmarks."""
+"""Serving the simulated upstreams, for tests, ``gateway demo`` and benchmarks.
+
+ChatGPT, OpenAI and the ChatGPT web host's login endpoints share one port; the
+login's Auth0 host listens on a second one, so that the two login hosts differ.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from aiohttp import web
 
 from gateway.testing.chatgpt import CLIENT_MAX_SIZE, install_chatgpt
 from gateway.testing.flavors import CHATGPT
+from gateway.testing.login import LoginSimulator
 from gateway.testing.openai import install_openai
 from gateway.testing.recorder import Recorder
 
@@ -16,13 +21,40 @@ SHUTDOWN_TIMEOUT = 1.0
 
 
 def simulator_app(
-    recorder: Recorder | None = None, *, delay: float = 0.0, words: int | None = None
+    recorder: Recorder | None = None,
+    *,
+    delay: float = 0.0,
+    words: int | None = None,
+    login: LoginSimulator | None = None,
 ) -> web.Application:
-    """One application serving ChatGPT under ``/backend-api`` and OpenAI under ``/v1``."""
+    """One application serving ChatGPT under ``/backend-api`` and OpenAI under ``/v1``.
+
+    With ``login``, it also serves the web host's login endpoints (``/api/auth/*``).
+    """
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     install_chatgpt(app, recorder, delay=delay, words=words)
     install_openai(app, recorder, delay=delay)
+    if login is not None:
+        login.install_web(app, recorder)
     return app
+
+
+async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on ``host:port``; return its runner and base URL."""
+    # A client that disconnects cancels its stream at once, as a real upstream would.
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = runner.addresses[0][1]
+    shown = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown}:{bound_port}"
 
 
 @attrs.define
@@ -32,6 +64,21 @@ class Simulator:
     url: str  # e.g. "http://127.0.0.1:41234", no trailing slash
     recorder: Recorder
     _runner: web.AppRunner = attrs.field(repr=False, alias="runner")
+    #: The simulated login: its ``accounts``, ``refused`` e-mails and ``fail_at`` faults.
+    login: LoginSimulator = attrs.field(factory=LoginSimulator)
+    _auth0_runner: web.AppRunner | None = attrs.field(
+        default=None, repr=False, alias="auth0_runner"
+    )
+
+    @property
+    def web_url(self) -> str:
+        """The ChatGPT web host (login: ``/api/auth/*``); the same server as `url`."""
+        return self.url
+
+    @property
+    def auth0_url(self) -> str:
+        """The login's Auth0 host, on a port of its own (empty if it is not served)."""
+        return self.login.auth0_url
 
     @property
     def chatgpt_url(self) -> str:
@@ -50,7 +97,11 @@ class Simulator:
 
     async def close(self) -> None:
         """Stop serving; open streams get `SHUTDOWN_TIMEOUT` seconds, then are cancelled."""
-        await self._runner.cleanup()
+        try:
+            await self._runner.cleanup()
+        finally:
+            if self._auth0_runner is not None:
+                await self._auth0_runner.cleanup()
 
     async def __aenter__(self) -> Simulator:
         return self
@@ -72,24 +123,22 @@ async def start_simulator(
     words: int | None = None,
     recorder: Recorder | None = None,
 ) -> Simulator:
-    """Start both simulated upstreams on ``host:port`` (port 0: any free port).
+    """Start the simulated upstreams on ``host:port`` (port 0: any free port).
 
     ``delay`` seconds separate stream events, ``words`` fixes the length of ChatGPT
     answers, and every request is appended to ``recorder`` (a new one if not given).
+    The login's Auth0 host listens on another free port of ``host`` (`Simulator.auth0_url`).
     """
     recorder = recorder if recorder is not None else Recorder()
-    app = simulator_app(recorder, delay=delay, words=words)
-    # A client that disconnects cancels its stream at once, as a real upstream would.
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    login = LoginSimulator()
+    auth0_runner, login.auth0_url = await _serve(login.auth0_app(recorder), host, 0)
     try:
-        await site.start()
+        app = simulator_app(recorder, delay=delay, words=words, login=login)
+        runner, url = await _serve(app, host, port)
     except BaseException:
-        await runner.cleanup()
+        await auth0_runner.cleanup()
         raise
-    bound_port = runner.addresses[0][1]
-    shown = f"[{host}]" if ":" in host else host
-    return Simulator(url=f"http://{shown}:{bound_port}", recorder=recorder, runner=runner)
+    login.web_url = url
+    return Simulator(
+        url=url, recorder=recorder, runner=runner, login=login, auth0_runner=auth0_runner
+    )
