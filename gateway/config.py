@@ -70,6 +70,8 @@ class UpstreamConfig:
     forward_client_address: bool = False
     #: The most connections kept open to this upstream (per proxy).
     max_connections: int = 256
+    #: How long an idle pooled connection to this upstream is kept for reuse.
+    keepalive_timeout: Seconds = Seconds(15.0)
     #: Set by the loader: the key of this upstream in ``[upstreams]``.
     name: str = ""
 

@@ -41,10 +41,12 @@ class ProxyConnectError(BadGateway):
     """The outbound proxy could not be reached or refused the tunnel."""
 
 
-def make_connector(proxy: str | None, limit: int) -> aiohttp.BaseConnector:
+def make_connector(
+    proxy: str | None, limit: int, keepalive_timeout: float = 15.0
+) -> aiohttp.BaseConnector:
     """A connector that dials directly, or through an HTTP(S) or SOCKS proxy."""
     if proxy is None:
-        return aiohttp.TCPConnector(limit=limit, enable_cleanup_closed=False)
+        return aiohttp.TCPConnector(limit=limit, keepalive_timeout=keepalive_timeout)
     url = URL(proxy)
     scheme = url.scheme
     return ProxyConnector(
@@ -57,13 +59,14 @@ def make_connector(proxy: str | None, limit: int) -> aiohttp.BaseConnector:
         rdns=True if scheme == "socks5h" else (False if scheme == "socks5" else None),
         proxy_ssl=ssl.create_default_context() if scheme == "https" else None,
         limit=limit,
+        keepalive_timeout=keepalive_timeout,
     )
 
 
-def make_session(proxy: str | None, limit: int) -> aiohttp.ClientSession:
+def make_session(upstream: UpstreamConfig, proxy: str | None) -> aiohttp.ClientSession:
     """A client session for forwarding: no cookies, no decompression, no added headers."""
     return aiohttp.ClientSession(
-        connector=make_connector(proxy, limit),
+        connector=make_connector(proxy, upstream.max_connections, upstream.keepalive_timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
         # Without this aiohttp would add its own User-Agent, Accept and Accept-Encoding.
@@ -77,14 +80,14 @@ class Forwarder:
     """Sends requests upstream over pooled sessions, one per upstream and proxy."""
 
     def __init__(self) -> None:
-        self._sessions: dict[tuple[str, int, str | None], aiohttp.ClientSession] = {}
+        self._sessions: dict[tuple[str, str | None], aiohttp.ClientSession] = {}
 
     def session(self, upstream: UpstreamConfig, proxy: str | None) -> aiohttp.ClientSession:
         """The pooled session for ``upstream`` through ``proxy`` (made on first use)."""
-        key = (upstream.name, upstream.max_connections, proxy)
+        key = (upstream.name, proxy)
         session = self._sessions.get(key)
         if session is None or session.closed:
-            session = self._sessions[key] = make_session(proxy, upstream.max_connections)
+            session = self._sessions[key] = make_session(upstream, proxy)
         return session
 
     async def send(
