@@ -88,6 +88,24 @@ class GatewayTimeout(GatewayError):
     status, type, code = 504, "upstream_error", "gateway_timeout"
 
 
+class UpstreamError(BadGateway):
+    """An upstream failed to give an answer (as opposed to a plugin refusing one).
+
+    ``kind`` says how, for logs and metrics: ``connect``, ``proxy``, ``failed``
+    (before the response head), ``aborted`` (the body broke off).
+    """
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class UpstreamTimeout(UpstreamError):
+    """An upstream went silent: ``timeout`` before the head, ``idle_timeout`` in the body."""
+
+    status, type, code = 504, "upstream_error", "gateway_timeout"
+
+
 class ConfigError(Exception):
     """A config that cannot be used; ``problems`` lists every one, with its key path."""
 

@@ -24,7 +24,7 @@ from aiohttp_socks import (
 from yarl import URL
 
 from gateway.config import UpstreamConfig, redact_url
-from gateway.errors import BadGateway, GatewayTimeout
+from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.plugin import Exchange
 
 _PROXY_TYPES = {
@@ -37,8 +37,11 @@ _PROXY_TYPES = {
 _DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
 
 
-class ProxyConnectError(BadGateway):
+class ProxyConnectError(UpstreamError):
     """The outbound proxy could not be reached or refused the tunnel."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="proxy")
 
 
 def make_connector(
@@ -115,7 +118,9 @@ class Forwarder:
                 compress=None,
             )
         except (TimeoutError, ProxyTimeoutError) as exc:
-            raise GatewayTimeout(f"upstream {upstream.name!r} did not answer in time") from exc
+            raise UpstreamTimeout(
+                f"upstream {upstream.name!r} did not answer in time", kind="timeout"
+            ) from exc
         # A SOCKS proxy that refuses the credentials may just hang up (EOFError).
         except (
             aiohttp.ClientProxyConnectionError,
@@ -128,9 +133,13 @@ class Forwarder:
                 f"cannot connect to upstream {upstream.name!r} through {where}"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise BadGateway(f"cannot connect to upstream {upstream.name!r}") from exc
+            raise UpstreamError(
+                f"cannot connect to upstream {upstream.name!r}", kind="connect"
+            ) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise BadGateway(f"upstream {upstream.name!r} failed: {type(exc).__name__}") from exc
+            raise UpstreamError(
+                f"upstream {upstream.name!r} failed: {type(exc).__name__}", kind="failed"
+            ) from exc
 
     async def close(self) -> None:
         """Close every pooled connection."""

@@ -23,14 +23,14 @@ from yarl import URL
 
 from gateway.body import idle_limited
 from gateway.errors import (
-    BadGateway,
     BadRequest,
     GatewayError,
-    GatewayTimeout,
     HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
 )
 from gateway.headers import client_address, strip_hop_by_hop, upstream_request_headers
 from gateway.pipeline import Pipeline
@@ -218,6 +218,7 @@ async def forward(
     data, replayable = await request_body(ex)
     while True:
         ex.can_retry = replayable and ex.attempts + 1 < _MAX_ATTEMPTS
+        ex.upstream_status = None  # a discarded answer's status must not linger
         upstream = await runtime.forwarder.send(ex, data)
         ex.upstream_status = ex.status = upstream.status
         ex.response_headers = strip_hop_by_hop(upstream.headers)
@@ -343,8 +344,8 @@ class ClientStream:
 def upstream_read_error(exc: BaseException) -> GatewayError:
     """The error for an upstream body that broke off or went idle."""
     if isinstance(exc, asyncio.TimeoutError):
-        return GatewayTimeout("upstream went idle mid-response")
-    return BadGateway(f"upstream broke off mid-response: {type(exc).__name__}")
+        return UpstreamTimeout("upstream went idle mid-response", kind="idle_timeout")
+    return UpstreamError(f"upstream broke off mid-response: {type(exc).__name__}", kind="aborted")
 
 
 def body_hook_error(ex: Exchange, exc: Exception) -> GatewayError:

@@ -8,10 +8,12 @@ replicas) need the Redis store.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -19,6 +21,7 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def run_workers(count: int, worker_args: list[str]) -> int:
     """Run ``count`` workers with ``worker_args``; return the worst exit status."""
+    clear_metrics_dir()
     command = [sys.executable, "-m", "gateway", "run", "--reuse-port", *worker_args]
     children = [subprocess.Popen(command) for _ in range(count)]  # noqa: S603
 
@@ -34,7 +37,24 @@ def run_workers(count: int, worker_args: list[str]) -> int:
         while True:
             try:
                 statuses.append(child.wait())
+                forget_metrics_of(child.pid)
                 break
             except InterruptedError:  # pragma: no cover - PEP 475 retries for us
                 time.sleep(0.01)
     return max((abs(s) for s in statuses), default=0)
+
+
+def clear_metrics_dir() -> None:
+    """Start Prometheus multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) from a clean slate."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for path in Path(directory).glob("*.db"):
+            path.unlink(missing_ok=True)
+
+
+def forget_metrics_of(pid: int) -> None:
+    """Drop a dead worker's live gauges (open streams) from the multiprocess totals."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

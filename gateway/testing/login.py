@@ -162,8 +162,8 @@ def access_token(email: str, issued_at: float) -> str:
         "scope": "openid email profile model.read model.request organization.read offline_access",
         "jti": _random(12),
     }
-    parts = [json.dumps(header).encode(), json.dumps(claims).encode(), os.urandom(32)]
-    return ".".join(_b64(part) for part in parts)
+    parts = [json.dumps(part, separators=(",", ":")).encode() for part in (header, claims)]
+    return ".".join(_b64(part) for part in [*parts, os.urandom(32)])
 
 
 def user_id(email: str) -> str:
