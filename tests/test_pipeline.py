@@ -452,8 +452,8 @@ async def test_unreachable_upstream_is_502_and_completes_once(serve: Serve) -> N
     # Every plugin's on_request ran, so every plugin sees the error answer.
     assert answer.headers.getall("X-Response-Order") == ["b", "a"]
     assert await completed(2) == [
-        ("b", "on_complete", "BadGateway"),
-        ("a", "on_complete", "BadGateway"),
+        ("b", "on_complete", "UpstreamError"),
+        ("a", "on_complete", "UpstreamError"),
     ]
 
 
