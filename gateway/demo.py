@@ -14,7 +14,7 @@ from gateway.config import default_config_text
 from gateway.logs import configure_logging
 from gateway.runtime import load_runtime
 from gateway.server import Service, make_socket
-from gateway.testing import start_simulator
+from gateway.testing import DEMO_ACCOUNT, start_simulator
 
 DEMO_TOKEN = "demo-token"  # noqa: S105 - the simulator accepts any token
 
@@ -45,7 +45,12 @@ Try (any token works with the simulator):
   curl -N {base}/v1/chat/completions -H 'Authorization: Bearer sk-demo' \\
        -H 'Content-Type: application/json' -d '{chat}'
 
+  # log in with the simulator's demo account
+  curl {base}/auth/login -H 'Content-Type: application/json' \
+       -d '{{"username": "{DEMO_ACCOUNT.email}", "password": "{DEMO_ACCOUNT.password}"}}'
+
   curl {base}/healthz
+  curl {base}/metrics
 
 Press Ctrl-C to stop.
 """
@@ -58,6 +63,8 @@ async def run_demo(port: int, host: str = "127.0.0.1") -> int:
     env = {
         **os.environ,
         "CHATGPT_BASE_URL": simulator.chatgpt_url,
+        "CHATGPT_WEB_URL": simulator.web_url,
+        "CHATGPT_AUTH0_URL": simulator.auth0_url,
         "OPENAI_BASE_URL": simulator.openai_url,
         "GO_CHATGPT_API_PROXY": "",
         "PROXY": "",

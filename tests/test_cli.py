@@ -28,7 +28,9 @@ def test_check_default_config_lists_routes_and_pipelines(tmp_path):
         "conversations: GET /conversations -> chatgpt https://chatgpt.com/backend-api/conversations"
         in result.stdout
     )
-    assert "pipeline: access_log > cors > auth > upstream_proxy > rewrite" in result.stdout
+    assert (
+        "pipeline: access_log > metrics > cors > auth > upstream_proxy > rewrite" in result.stdout
+    )
 
 
 def test_check_bad_config_lists_every_problem_and_exits_1(tmp_path):

@@ -25,6 +25,8 @@ async def sim():
 async def gateway(sim, start_gateway):
     env = {
         "CHATGPT_BASE_URL": sim.chatgpt_url,
+        "CHATGPT_WEB_URL": sim.web_url,
+        "CHATGPT_AUTH0_URL": sim.auth0_url,
         "OPENAI_BASE_URL": sim.openai_url,
         "GO_CHATGPT_API_PROXY": "",
         "PROXY": "",
@@ -279,6 +281,28 @@ async def test_cors_preflight_on_any_route(gateway, sim):
     ) as response:
         assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert len(sim.recorder) == 1  # the preflight never reached the upstream
+
+
+async def test_login_with_the_simulated_account(gateway, sim):
+    account = sim.login.accounts[0]
+    body = {"username": account.email, "password": account.password}
+    async with gateway.request("POST", "/auth/login", json=body) as response:
+        assert response.status == 200
+        token = (await response.json())["accessToken"]
+    assert token in sim.login.tokens_for(account.email)
+    async with gateway.request(
+        "POST", "/auth/login", json={**body, "password": "wrong"}
+    ) as response:
+        assert response.status == 401
+
+
+async def test_metrics_count_the_routes(gateway):
+    async with gateway.request("GET", "/conversations", headers=TOKEN):
+        pass
+    async with gateway.request("GET", "/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert 'gateway_requests_total{method="GET",route="conversations",status="200"}' in text
 
 
 async def test_healthz(gateway):
