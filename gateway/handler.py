@@ -330,11 +330,12 @@ class ClientStream:
         If the client has seen nothing yet it gets a clean error; otherwise its
         connection is aborted, so that it can tell the answer is incomplete.
         """
-        self.ex.log.warning("answer broken off", error=error.message)
         if self.response is None:
+            self.ex.log.info("answered with an error before the body", error=error.message)
             answer = error.response()
             self.ex.status = answer.status
             return answer, error
+        self.ex.log.warning("answer broken off", error=error.message)
         transport = self.ex.request.transport
         if transport is not None:
             transport.abort()

@@ -29,7 +29,7 @@ from gateway.body import read_limited
 from gateway.errors import BadRequest
 
 if TYPE_CHECKING:
-    from gateway.config import RouteConfig, UpstreamConfig
+    from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
     from gateway.context import GatewayContext
 
 __all__ = ["HOOKS", "Exchange", "Identity", "Plugin", "SSEEvent", "Usage"]
@@ -59,6 +59,16 @@ class Plugin:
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    def check(self, config: GatewayConfig) -> list[str]:
+        """Problems this plugin's config has in the light of the whole config.
+
+        Called when a config is loaded (by ``gateway check``, at start and on
+        reload), after every plugin was built; each problem is a line such as
+        ``"rules[0].routes: unknown route 'x'"``, reported under the plugin's key
+        path (a line that starts with ``$`` names its own).
+        """
+        return []
 
     async def startup(self, context: GatewayContext) -> None:
         """Called once before the first request that may use this plugin."""

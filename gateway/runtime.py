@@ -171,6 +171,11 @@ def build_runtime(config: GatewayConfig, installed: dict[str, EntryPoint] | None
     # Plugins configured globally but used by no route are still checked.
     for name, global_table in config.plugins.items():
         instance(name, global_table, f"$.plugins.{name}")
+    for (name, _), plugin in instances.items():
+        problems.extend(
+            problem if problem.startswith("$") else f"$.plugins.{name}.{problem}"
+            for problem in plugin.check(config)
+        )
     if problems:
         raise ConfigError(config.source, list(dict.fromkeys(problems)))
     used = {id(p) for pipeline in pipelines.values() for p in pipeline.plugins}

@@ -36,20 +36,26 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REFUSED = frozenset({401, 403})
 
 
-def bearer(value: str) -> str:
-    """``value`` as a bearer credential (the prefix added when it is missing)."""
+def bare_token(value: str) -> str:
+    """The token of a header value, with any ``Bearer`` prefix removed ("" if none)."""
     value = value.strip()
     scheme, _, rest = value.partition(" ")
-    return value if scheme.lower() == "bearer" and rest else f"Bearer {value}"
+    if scheme.lower() == "bearer":
+        return rest.strip()
+    return value
 
 
 def client_token(ex: Exchange) -> str | None:
-    """The token the client sent in ``Authorization`` or ``X-Authorization``, unprefixed."""
+    """The token the client sent in ``Authorization`` or ``X-Authorization``, unprefixed.
+
+    ``Bearer`` with nothing after it (what SDKs send for an empty key) is no token.
+    """
     headers = ex.request.headers
-    value = headers.get("Authorization") or headers.get("X-Authorization")
-    if not value or not value.strip():
-        return None
-    return bearer(value)[len("Bearer ") :].strip()
+    for name in ("Authorization", "X-Authorization"):
+        token = bare_token(headers.get(name, ""))
+        if token:
+            return token
+    return None
 
 
 @attrs.frozen

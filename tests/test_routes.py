@@ -308,3 +308,23 @@ async def test_metrics_count_the_routes(gateway):
 async def test_healthz(gateway):
     async with gateway.request("GET", "/healthz") as response:
         assert await response.json() == {"status": "ok"}
+
+
+async def test_imitate_with_the_openai_sdk(gateway, sim):
+    import openai
+
+    client = openai.AsyncOpenAI(
+        base_url=gateway.url + "/imitate/v1", api_key="user-token", max_retries=0
+    )
+    stream = await client.chat.completions.create(
+        model="gpt-3.5-turbo", messages=[{"role": "user", "content": "Hello World"}], stream=True
+    )
+    text = "".join(
+        [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+    )
+    assert text == "You said: Hello World This is a simulated answer."
+    body = sim.recorder.to("/backend-api/conversation")[-1].json
+    assert body["model"] == "text-davinci-002-render-sha"
+    models = [m.id async for m in client.models.list()]
+    assert "text-davinci-002-render-sha" in models
+    await client.close()

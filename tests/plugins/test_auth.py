@@ -82,9 +82,10 @@ async def test_valid_jwt_passes(setup):
     assert seen_headers(upstream.requests[-1])["authorization"] == f"Bearer {token}"
 
 
-async def test_no_credential_passes_unless_required(setup, serve_app, start_gateway):
+@pytest.mark.parametrize("empty", [{}, {"Authorization": "Bearer "}, {"Authorization": "  "}])
+async def test_no_credential_passes_unless_required(setup, serve_app, start_gateway, empty):
     gateway, upstream = setup
-    async with gateway.request("GET", "/x") as response:
+    async with gateway.request("GET", "/x", headers=empty) as response:
         assert response.status == 200
     assert "authorization" not in seen_headers(upstream.requests[-1])
     strict = await start_gateway(

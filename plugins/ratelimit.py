@@ -1,0 +1,252 @@
+"""The ``ratelimit`` plugin: request rates, open requests and quotas, per client or team.
+
+Its config is `plugins.ratelimit_config`; the rules are checked and charged in
+one atomic step by a store (`plugins.ratelimit_store`: this process's memory or
+Redis); the answers' headers come from `plugins.ratelimit_answers` and token
+counts from `plugins.ratelimit_tokens`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import attrs
+import structlog
+
+from gateway.config import GatewayConfig, redact_url
+from gateway.context import GatewayContext
+from gateway.errors import ServiceUnavailable
+from gateway.plugin import Exchange, Plugin, SSEEvent
+from plugins.ratelimit_answers import limit_headers, most_constraining, rejection
+from plugins.ratelimit_config import RateLimitConfig
+from plugins.ratelimit_memory import SHARED
+from plugins.ratelimit_rules import Rule
+from plugins.ratelimit_store import Check, Decision, LimitStore, StoreUnavailable
+from plugins.ratelimit_tokens import TokenMeter
+
+__all__ = ["STATE", "RateLimit"]
+
+logger = structlog.get_logger("gateway")
+
+#: The ``ex.state`` key this plugin reports in (the ``metrics`` plugin reads it).
+STATE = "ratelimit"
+_ADMISSION = "ratelimit.admission"
+
+
+@attrs.define
+class _Admission:
+    """One request's passage through the limits, kept in ``ex.state`` until it ends."""
+
+    checks: tuple[Check, ...]
+    slot_id: str
+    decision: Decision | None = None
+    #: The store call still running when the client went away (Redis only).
+    pending: asyncio.Future[Decision] | None = None
+    meter: TokenMeter | None = None
+
+
+class RateLimit(Plugin):
+    """Limits request rate, open requests and daily or monthly quotas per identity, team or IP.
+
+    The config (``[plugins.ratelimit]``) is documented in `RateLimitConfig`.
+    ``identity`` rules count per client name that the ``auth`` plugin gave;
+    ``team`` rules per team (an identity without one counts alone).  With no
+    identity (``auth`` in passthrough mode) both count per client address.
+
+    A request is admitted only if every rule that applies to its route admits
+    it; then all are charged together, atomically; a rejected request changes
+    no counter.  Answers carry ``X-RateLimit-Limit``, ``-Remaining`` and
+    ``-Reset`` (seconds) of the most constraining rule; a 429 names the rule
+    and carries ``Retry-After``.  Concurrency slots are freed, and token quotas
+    charged, when the request ends, however it ends.  A token quota admits while
+    its count is below the limit, as a request's tokens are known only
+    afterwards: the last request admitted may overshoot it.
+
+    ``ex.state["ratelimit"]`` holds ``"rejected"`` (the rule's name) on a 429,
+    ``"store_unavailable": True`` when the store could not be reached, and
+    ``"tokens"`` (the count charged) when a token quota was settled.
+    """
+
+    name = "ratelimit"
+    Config = RateLimitConfig
+
+    def __init__(self, config: RateLimitConfig, *, store: LimitStore | None = None) -> None:
+        super().__init__(config)
+        self.rules = tuple(Rule.of(rule, i) for i, rule in enumerate(config.rules))
+        names = [rule.name for rule in self.rules]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"rules: names must be unique ({', '.join(twice)} used twice)")
+        if store is None:
+            config.check()
+        self.store_kind = config.store_kind
+        # What logs say about the store: never a password.
+        self._shown_store = redact_url(config.redis_url) if self.store_kind == "redis" else "memory"
+        self._store = store
+        self._given_store = store is not None
+        self._started = False
+        self._store_down = False
+        tokens = any(rule.kind == "tokens" for rule in self.rules)
+        settles = tokens or any(rule.kind == "concurrency" for rule in self.rules)
+        # Plain rates and request quotas cost nothing per chunk or at the end.
+        self._used = {
+            "on_request": bool(self.rules),
+            "on_response": bool(self.rules),
+            "on_chunk": tokens,
+            "on_event": tokens,
+            "on_complete": settles,
+        }
+
+    def uses(self, hook: str) -> bool:
+        return self._used.get(hook, False)
+
+    @property
+    def store(self) -> LimitStore:
+        """The store the counters live in (once started)."""
+        if self._store is None:
+            raise RuntimeError("the ratelimit plugin was not started")
+        return self._store
+
+    def check(self, config: GatewayConfig) -> list[str]:
+        problems = []
+        for index, rule in enumerate(self.rules):
+            unknown = sorted((rule.routes or frozenset()) - set(config.routes))
+            if unknown:
+                problems.append(f"rules[{index}].routes: unknown route(s) {', '.join(unknown)}")
+        return problems
+
+    async def startup(self, context: GatewayContext) -> None:
+        if not self.rules:
+            return
+        if self._store is None and self.store_kind == "memory":
+            self._store = SHARED.open(self.config.key_prefix)
+        elif self._store is None:
+            from plugins.ratelimit_redis import RedisStore
+
+            config = self.config
+            self._store = RedisStore(
+                config.redis_url,
+                config.key_prefix,
+                timeout=config.redis_timeout,
+                lease=config.slot_lease,
+            )
+        await self._store.start()
+        self._started = True
+
+    async def shutdown(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self.store.close()
+        if not self._given_store:
+            if self.store_kind == "memory":
+                SHARED.close(self.config.key_prefix)
+            self._store = None
+
+    async def on_request(self, ex: Exchange) -> None:
+        checks = tuple(
+            Check(rule, f"{rule.name}:{rule.subject(ex)}")
+            for rule in self.rules
+            if rule.applies_to(ex)
+        )
+        if not checks:
+            return
+        admission = _Admission(checks, secrets.token_hex(8))
+        ex.state[_ADMISSION] = admission
+        try:
+            if self.store_kind == "memory":
+                decision = await self.store.acquire(checks, admission.slot_id)
+            else:
+                # Shielded: if the client goes away mid-call, on_complete still learns
+                # whether slots were taken, and frees them.
+                acquiring = self.store.acquire(checks, admission.slot_id)
+                admission.pending = asyncio.ensure_future(acquiring)
+                decision = await asyncio.shield(admission.pending)
+        except StoreUnavailable as exc:
+            del ex.state[_ADMISSION]
+            ex.state.setdefault(STATE, {})["store_unavailable"] = True
+            self._store_failed(ex, exc)
+            if self.config.fail_open:
+                return
+            raise ServiceUnavailable(
+                "the rate-limit store is unavailable; try again later",
+                headers={"Retry-After": "1"},
+            ) from None
+        if self._store_down:
+            self._store_down = False
+            ex.log.info("rate-limit store is back", store=self._shown_store)
+        if not decision.admitted:
+            del ex.state[_ADMISSION]
+            hit, error = rejection(decision)
+            ex.state.setdefault(STATE, {})["rejected"] = hit.rule.name
+            ex.log.info(
+                "rate limited", rule=hit.rule.name, retry_after=error.headers["Retry-After"]
+            )
+            raise error
+        admission.decision = decision
+
+    async def on_response(self, ex: Exchange) -> None:
+        admission: _Admission | None = ex.state.get(_ADMISSION)
+        if admission is None or admission.decision is None or ex.response_headers is None:
+            return
+        headers = ex.response_headers
+        headers.update(limit_headers(most_constraining(admission.decision.outcomes)))
+        if self._used["on_chunk"] and any(c.rule.kind == "tokens" for c in admission.checks):
+            content = headers.get("Content-Type", ""), headers.get("Content-Encoding", "")
+            admission.meter = TokenMeter(*content)
+
+    async def on_chunk(self, ex: Exchange, chunk: bytes) -> bytes:
+        admission: _Admission | None = ex.state.get(_ADMISSION)
+        if admission is not None and admission.meter is not None:
+            if chunk:
+                admission.meter.feed(chunk)
+            else:
+                admission.meter.finish()
+        return chunk
+
+    async def on_event(self, ex: Exchange, event: SSEEvent) -> SSEEvent:
+        admission: _Admission | None = ex.state.get(_ADMISSION)
+        if admission is not None and admission.meter is not None:
+            admission.meter.event(event)
+        return event
+
+    async def on_complete(self, ex: Exchange, error: BaseException | None) -> None:
+        admission: _Admission | None = ex.state.pop(_ADMISSION, None)  # popped: settled once
+        if admission is None:
+            return
+        decision = admission.decision
+        if decision is None and admission.pending is not None:
+            try:
+                decision = await admission.pending
+            except (StoreUnavailable, asyncio.CancelledError):
+                return
+        if decision is None or not decision.admitted:
+            return
+        slots = [c for c in admission.checks if c.rule.kind == "concurrency"]
+        quotas = [c for c in admission.checks if c.rule.kind == "tokens"]
+        if not (slots or quotas):
+            return
+        tokens = 0
+        if quotas:
+            if ex.usage is not None:
+                tokens = ex.usage.total_tokens
+            elif admission.meter is not None:
+                tokens = admission.meter.tokens
+            ex.state.setdefault(STATE, {})["tokens"] = tokens
+        try:
+            await self.store.settle(slots, quotas, admission.slot_id, tokens)
+        except StoreUnavailable as exc:
+            # The slots free themselves when their lease ends; the tokens are lost.
+            self._store_failed(ex, exc)
+
+    def _store_failed(self, ex: Exchange, exc: StoreUnavailable) -> None:
+        """Log the store's outage once, however many requests meet it."""
+        if not self._store_down:
+            self._store_down = True
+            ex.log.warning(
+                "rate-limit store unavailable",
+                store=self._shown_store,
+                error=str(exc),
+                fail_open=self.config.fail_open,
+            )
