@@ -17,7 +17,8 @@ max-tokens | die | rewrite`` on ``POST /backend-api/conversation``.
 """
 
 from gateway.testing.chatgpt import chatgpt_app
-from gateway.testing.login import DEMO_ACCOUNT, Account, Fault, LoginSimulator
+from gateway.testing.login import LoginSimulator
+from gateway.testing.login_pages import DEMO_ACCOUNT, Account, Fault
 from gateway.testing.openai import openai_app
 from gateway.testing.recorder import RecordedRequest, Recorder
 from gateway.testing.server import Simulator, start_simulator

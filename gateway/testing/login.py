@@ -32,28 +32,38 @@ them only when made with ``unsafe=True``.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
 import hmac
-import html
-import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 from yarl import URL
 
-from gateway.testing.recorder import Recorder, capture
-
-Step = Literal[
-    "csrf", "signin", "authorize", "identifier", "password", "resume", "callback", "session"
-]
-Host = Literal["web", "auth0"]
+from gateway.testing.login_pages import (
+    DEMO_ACCOUNT,
+    Account,
+    Fault,
+    Host,
+    IssuedSession,
+    Step,
+    access_token,
+    alert,
+    hidden,
+    html_page,
+    misbehave,
+    page,
+    random_token,
+    record_requests,
+    redirect,
+    set_cookie,
+    user_id,
+)
+from gateway.testing.recorder import Recorder
 
 CSRF_COOKIE = "next-auth.csrf-token"
 STATE_COOKIE = "next-auth.state"
@@ -61,71 +71,8 @@ CALLBACK_COOKIE = "next-auth.callback-url"
 SESSION_COOKIE = "next-auth.session-token"
 AUTH0_COOKIE = "auth0"
 CLIENT_ID = "simulated-chatgpt"
-#: How long an issued access token is valid (ChatGPT's are valid for about ten days).
-TOKEN_LIFETIME = timedelta(days=10)
 SESSION_LIFETIME = timedelta(days=30)
 WRONG_CREDENTIALS = "Wrong email or password"
-
-
-@attrs.define
-class Account:
-    """A ChatGPT account the simulated Auth0 knows; ``mfa`` asks for a one-time code."""
-
-    email: str
-    password: str = attrs.field(repr=False)
-    mfa: bool = False
-
-
-#: The account every simulator starts with.
-DEMO_ACCOUNT = Account("demo@example.com", "demo-password")
-
-
-@attrs.frozen
-class Fault:
-    """How one step misbehaves, set as ``LoginSimulator.fail_at[step]``.
-
-    By default an error ``status`` with ``reason`` (JSON ``{"detail"}`` on the web
-    host, a page with a ``#prompt-alert`` on the Auth0 host) and ``Retry-After``
-    when given; ``broken`` answers 200 with a body no client can use (unparsable
-    JSON, a page without a form); ``hang`` never answers.
-    """
-
-    status: int = 500
-    reason: str = "simulated failure"
-    retry_after: str | None = None
-    broken: bool = False
-    hang: bool = False
-
-    @classmethod
-    def too_many_requests(
-        cls, reason: str = "Too many requests, slow down", retry_after: str | None = "30"
-    ) -> Fault:
-        """A 429 with ``reason`` and ``Retry-After``."""
-        return cls(429, reason, retry_after)
-
-    @classmethod
-    def server_error(cls, reason: str = "simulated internal error") -> Fault:
-        """A 500 with ``reason``."""
-        return cls(500, reason)
-
-    @classmethod
-    def broken_body(cls) -> Fault:
-        """A 200 whose body is not what the step promises."""
-        return cls(200, "broken", broken=True)
-
-    @classmethod
-    def no_answer(cls) -> Fault:
-        """No answer at all, until the client gives up."""
-        return cls(200, "hang", hang=True)
-
-
-@attrs.frozen
-class IssuedSession:
-    """A session the web host opened at the callback, and the access token it serves."""
-
-    email: str
-    access_token: str
-    expires: str
 
 
 @attrs.define
@@ -138,67 +85,6 @@ class _Transaction:
     username: str | None = None
     account: Account | None = None
     mfa_pending: bool = False
-
-
-def _random(size: int = 24) -> str:
-    return base64.urlsafe_b64encode(os.urandom(size)).rstrip(b"=").decode()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def access_token(email: str, issued_at: float) -> str:
-    """A ChatGPT-shaped JWT (unsigned for real) for ``email``, with ``iat`` and ``exp``."""
-    header = {"alg": "RS256", "typ": "JWT", "kid": "simulated"}
-    claims = {
-        "https://api.openai.com/profile": {"email": email, "email_verified": True},
-        "https://api.openai.com/auth": {"user_id": user_id(email)},
-        "iss": "https://auth0.openai.com/",
-        "sub": f"auth0|{user_id(email)}",
-        "aud": ["https://api.openai.com/v1", "https://openai.openai.auth0app.com/userinfo"],
-        "iat": int(issued_at),
-        "exp": int(issued_at + TOKEN_LIFETIME.total_seconds()),
-        "scope": "openid email profile model.read model.request organization.read offline_access",
-        "jti": _random(12),
-    }
-    parts = [json.dumps(part, separators=(",", ":")).encode() for part in (header, claims)]
-    return ".".join(_b64(part) for part in [*parts, os.urandom(32)])
-
-
-def user_id(email: str) -> str:
-    """The stable simulated user id of ``email``."""
-    return "user-" + hashlib.sha256(email.lower().encode()).hexdigest()[:24]
-
-
-def page(title: str, body: str, alert: str | None = None) -> str:
-    """A Universal-Login-like HTML page; ``alert`` becomes its ``#prompt-alert``."""
-    shown = (
-        f'<div class="ulp-alert"><span id="prompt-alert" data-error-code="error">'
-        f"{html.escape(alert)}</span></div>"
-        if alert
-        else ""
-    )
-    return (
-        f"<!DOCTYPE html><html><head><title>{html.escape(title)}</title></head>"
-        f"<body><main><h1>{html.escape(title)}</h1>{shown}{body}</main></body></html>"
-    )
-
-
-def _hidden(name: str, value: str) -> str:
-    return f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
-
-
-def _html(text: str, status: int = 200, **headers: str) -> web.Response:
-    return web.Response(text=text, status=status, content_type="text/html", headers=headers)
-
-
-def _redirect(location: str | URL) -> web.Response:
-    return web.Response(status=302, headers={"Location": str(location)})
-
-
-def _cookie(response: web.Response, name: str, value: str) -> None:
-    response.set_cookie(name, value, path="/", httponly=True, samesite="Lax")
 
 
 @attrs.define
@@ -230,7 +116,7 @@ class LoginSimulator:
 
     def install_web(self, app: web.Application, recorder: Recorder | None = None) -> None:
         """Add the web host's ``/api/auth/*`` routes (and ``/``) to ``app``."""
-        app.middlewares.append(_record(recorder, "/api/auth/"))
+        app.middlewares.append(record_requests(recorder, "/api/auth/"))
         app.add_routes(
             [
                 web.get("/", self._home),
@@ -244,7 +130,7 @@ class LoginSimulator:
 
     def auth0_app(self, recorder: Recorder | None = None) -> web.Application:
         """The Auth0 host, an application of its own (serve it on another port)."""
-        app = web.Application(middlewares=[_record(recorder, "/")])
+        app = web.Application(middlewares=[record_requests(recorder, "/")])
         identifier = self._step("auth0", "identifier", self._identifier)
         password = self._step("auth0", "password", self._password)
         app.add_routes(
@@ -265,7 +151,7 @@ class LoginSimulator:
     def _step(self, host: Host, step: Step, handler: Handler) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             fault = self.fail_at.get(step)
-            return await handler(request) if fault is None else await _misbehave(host, fault)
+            return await handler(request) if fault is None else await misbehave(host, fault)
 
         return handle
 
@@ -278,12 +164,14 @@ class LoginSimulator:
         return self.web_url or str(request.url.origin())
 
     async def _home(self, request: web.Request) -> web.Response:
-        return _html(page("ChatGPT (simulated)", "<p>Signed in or not, this is the home page.</p>"))
+        return html_page(
+            page("ChatGPT (simulated)", "<p>Signed in or not, this is the home page.</p>")
+        )
 
     async def _csrf(self, request: web.Request) -> web.Response:
-        token = _random(32)
+        token = random_token(32)
         response = web.json_response({"csrfToken": token})
-        _cookie(response, CSRF_COOKIE, f"{token}|{self._sign(token)}")
+        set_cookie(response, CSRF_COOKIE, f"{token}|{self._sign(token)}")
         return response
 
     async def _signin(self, request: web.Request) -> web.Response:
@@ -292,7 +180,7 @@ class LoginSimulator:
         given = form.get("csrfToken")
         if not token or not hmac.compare_digest(digest, self._sign(token)) or given != token:
             return web.json_response({"detail": "CSRF token missing or invalid"}, status=400)
-        client_state = _random()
+        client_state = random_token()
         callback = f"{self._web_url(request)}/api/auth/callback/auth0"
         query = {
             "client_id": CLIENT_ID,
@@ -302,23 +190,23 @@ class LoginSimulator:
             "audience": "https://api.openai.com/v1",
             "prompt": request.query.get("prompt", "login"),
             "state": client_state,
-            "code_challenge": _random(32),
+            "code_challenge": random_token(32),
             "code_challenge_method": "S256",
         }
         url = URL(f"{self.auth0_url}/authorize").with_query(query)
         response = (
-            web.json_response({"url": str(url)}) if form.get("json") == "true" else _redirect(url)
+            web.json_response({"url": str(url)}) if form.get("json") == "true" else redirect(url)
         )
-        _cookie(response, STATE_COOKIE, client_state)
+        set_cookie(response, STATE_COOKIE, client_state)
         callback_url = str(form.get("callbackUrl", "/"))
-        _cookie(response, CALLBACK_COOKIE, callback_url if callback_url.startswith("/") else "/")
+        set_cookie(response, CALLBACK_COOKIE, callback_url if callback_url.startswith("/") else "/")
         return response
 
     async def _callback(self, request: web.Request) -> web.Response:
         code, state = request.query.get("code", ""), request.query.get("state", "")
         issued = self._codes.pop(code, None)
         if issued is None or state != issued[1] or request.cookies.get(STATE_COOKIE) != state:
-            return _redirect("/api/auth/error?error=OAuthCallback")
+            return redirect("/api/auth/error?error=OAuthCallback")
         account = issued[0]
         now = time.time()
         expires = datetime.fromtimestamp(now, UTC) + SESSION_LIFETIME
@@ -327,10 +215,10 @@ class LoginSimulator:
             access_token=access_token(account.email, now),
             expires=expires.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         )
-        session_token = _random(32)
+        session_token = random_token(32)
         self.sessions[session_token] = session
-        response = _redirect(request.cookies.get(CALLBACK_COOKIE, "/"))
-        _cookie(response, SESSION_COOKIE, session_token)
+        response = redirect(request.cookies.get(CALLBACK_COOKIE, "/"))
+        set_cookie(response, SESSION_COOKIE, session_token)
         response.del_cookie(STATE_COOKIE, path="/")
         return response
 
@@ -361,7 +249,7 @@ class LoginSimulator:
 
     async def _error_page(self, request: web.Request) -> web.Response:
         error = request.query.get("error", "Default")
-        return _html(page("Sign in error", "", alert=f"Sign in failed ({error})"), status=400)
+        return html_page(page("Sign in error", "", alert=f"Sign in failed ({error})"), status=400)
 
     # --- the Auth0 host --------------------------------------------------------------
 
@@ -373,13 +261,13 @@ class LoginSimulator:
             if not query.get(name)
         ]
         if missing:
-            return _html(page("Error", "", alert=f"missing {', '.join(missing)}"), status=400)
-        state = _random(30)
+            return html_page(page("Error", "", alert=f"missing {', '.join(missing)}"), status=400)
+        state = random_token(30)
         self._transactions[state] = _Transaction(
-            cookie=_random(), redirect_uri=query["redirect_uri"], client_state=query["state"]
+            cookie=random_token(), redirect_uri=query["redirect_uri"], client_state=query["state"]
         )
-        response = _redirect(URL("/u/login/identifier").with_query(state=state))
-        _cookie(response, AUTH0_COOKIE, self._transactions[state].cookie)
+        response = redirect(URL("/u/login/identifier").with_query(state=state))
+        set_cookie(response, AUTH0_COOKIE, self._transactions[state].cookie)
         return response
 
     def _transaction(self, request: web.Request, form_state: object = None) -> _Transaction:
@@ -389,98 +277,68 @@ class LoginSimulator:
         if form_state is not None and form_state != state:
             transaction = None
         if transaction is None or request.cookies.get(AUTH0_COOKIE) != transaction.cookie:
-            raise _alert("Your session has expired, please try again.")
+            raise alert("Your session has expired, please try again.")
         return transaction
 
     async def _identifier_page(self, request: web.Request) -> web.Response:
         self._transaction(request)
-        form = _hidden("state", request.query["state"]) + (
+        form = hidden("state", request.query["state"]) + (
             '<input type="text" name="username" autocomplete="email">'
             '<button type="submit" name="action" value="default">Continue</button>'
         )
-        return _html(page("Welcome back", f'<form method="POST">{form}</form>'))
+        return html_page(page("Welcome back", f'<form method="POST">{form}</form>'))
 
     async def _identifier(self, request: web.Request) -> web.Response:
         form = await request.post()
         transaction = self._transaction(request, form.get("state"))
         username = str(form.get("username", "")).strip()
         if "@" not in username:
-            raise _alert("Email is not valid.")
+            raise alert("Email is not valid.")
         if username.lower() in {e.lower() for e in self.refused}:
-            raise _alert("This e-mail address cannot be used to sign in.")
+            raise alert("This e-mail address cannot be used to sign in.")
         transaction.username = username
-        return _redirect(URL("/u/login/password").with_query(state=request.query["state"]))
+        return redirect(URL("/u/login/password").with_query(state=request.query["state"]))
 
     async def _password_page(self, request: web.Request) -> web.Response:
         transaction = self._transaction(request)
         form = (
-            _hidden("state", request.query["state"])
-            + _hidden("username", transaction.username or "")
+            hidden("state", request.query["state"])
+            + hidden("username", transaction.username or "")
             + '<input type="password" name="password">'
             '<button type="submit" name="action" value="default">Continue</button>'
         )
-        return _html(page("Enter your password", f'<form method="POST">{form}</form>'))
+        return html_page(page("Enter your password", f'<form method="POST">{form}</form>'))
 
     async def _password(self, request: web.Request) -> web.Response:
         form = await request.post()
         transaction = self._transaction(request, form.get("state"))
         username = str(form.get("username", "")).strip()
         if transaction.username is None or username.lower() != transaction.username.lower():
-            raise _alert("Something went wrong, please try again later.")
+            raise alert("Something went wrong, please try again later.")
         account = self.account(username)
         if account is None or not hmac.compare_digest(
             account.password.encode(), str(form.get("password", "")).encode()
         ):
-            raise _alert(WRONG_CREDENTIALS)
+            raise alert(WRONG_CREDENTIALS)
         transaction.account = account
         transaction.mfa_pending = account.mfa
         target = "/u/mfa-otp-challenge" if account.mfa else "/authorize/resume"
-        return _redirect(URL(target).with_query(state=request.query["state"]))
+        return redirect(URL(target).with_query(state=request.query["state"]))
 
     async def _mfa_page(self, request: web.Request) -> web.Response:
         self._transaction(request)
-        form = _hidden("state", request.query["state"]) + '<input type="text" name="code">'
-        return _html(page("Verify your identity", f'<form method="POST">{form}</form>'))
+        form = hidden("state", request.query["state"]) + '<input type="text" name="code">'
+        return html_page(page("Verify your identity", f'<form method="POST">{form}</form>'))
 
     async def _resume(self, request: web.Request) -> web.Response:
         transaction = self._transaction(request)
         account = transaction.account
         if account is None or transaction.mfa_pending:
-            raise _alert("Something went wrong, please try again later.")
+            raise alert("Something went wrong, please try again later.")
         del self._transactions[request.query["state"]]
-        code = _random()
+        code = random_token()
         self._codes[code] = (account, transaction.client_state)
         target = URL(transaction.redirect_uri).update_query(
             code=code, state=transaction.client_state
         )
-        return _redirect(target)
-
-
-def _alert(message: str) -> web.HTTPBadRequest:
-    """An Auth0 error page (400) carrying ``message`` in its ``#prompt-alert``, to raise."""
-    return web.HTTPBadRequest(text=page("Log in", "", alert=message), content_type="text/html")
-
-
-async def _misbehave(host: Host, fault: Fault) -> web.Response:
-    if fault.hang:
-        await asyncio.Event().wait()
-    if fault.broken:
-        if host == "web":
-            return web.Response(text='{"csrfToken": "', content_type="application/json")
-        return _html("<html><body><p>Something unexpected happened</body>")
-    headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-    if host == "web":
-        return web.json_response({"detail": fault.reason}, status=fault.status, headers=headers)
-    return _html(page("Error", "", alert=fault.reason), status=fault.status, **headers)
-
-
-def _record(recorder: Recorder | None, prefix: str) -> Middleware:
-    """A middleware appending the requests under ``prefix`` to ``recorder``."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if recorder is not None and request.path.startswith(prefix):
-            recorder.add(await capture(request))
-        return await handler(request)
-
-    return middleware
+        return redirect(target)
