@@ -68,12 +68,26 @@ class PayloadTooLarge(GatewayError):
         super().__init__(f"request body is larger than the limit of {limit} bytes")
 
 
+class ExpectationFailed(GatewayError):
+    status, type, code = 417, "invalid_request_error", "expectation_failed"
+    close_connection = True
+
+
+class UnsupportedMediaType(GatewayError):
+    status, type, code = 415, "invalid_request_error", "unsupported_media_type"
+
+
 class TooManyRequests(GatewayError):
     status, type, code = 429, "rate_limit_error", "rate_limited"
 
 
 class HeadersTooLarge(GatewayError):
     status, type, code = 431, "invalid_request_error", "headers_too_large"
+
+
+class HttpVersionNotSupported(GatewayError):
+    status, type, code = 505, "invalid_request_error", "http_version_not_supported"
+    close_connection = True
 
 
 class BadGateway(GatewayError):

@@ -24,7 +24,7 @@ from aiohttp_socks import (
 from yarl import URL
 
 from gateway.config import UpstreamConfig, redact_url
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.plugin import Exchange
 
 _PROXY_TYPES = {
@@ -137,6 +137,10 @@ class Forwarder:
                 f"cannot connect to upstream {upstream.name!r}", kind="connect"
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
+            # The client's own body may have failed (a stalled upload): its error, not ours.
+            client_side = client_body_error(exc)
+            if client_side is not None:
+                raise client_side from None
             raise UpstreamError(
                 f"upstream {upstream.name!r} failed: {type(exc).__name__}", kind="failed"
             ) from exc
@@ -145,3 +149,15 @@ class Forwarder:
         """Close every pooled connection."""
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+def client_body_error(exc: BaseException) -> GatewayError | None:
+    """A `GatewayError` the request body raised while aiohttp was sending it, if any."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain is short; bound it anyway
+        if seen is None:
+            return None
+        if isinstance(seen, GatewayError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -17,15 +17,17 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.body import idle_limited
 from gateway.errors import (
     BadRequest,
+    ExpectationFailed,
     GatewayError,
     HeadersTooLarge,
+    HttpVersionNotSupported,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -45,6 +47,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # when a plugin asks for a retry on another credential.
 _SMALL_BODY = 256 * 1024
 _MAX_ATTEMPTS = 8
+_HTTP_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
 _UPSTREAM_READ_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
@@ -68,6 +71,8 @@ class Gateway:
 def refuse_early(request: web.BaseRequest, runtime: Runtime) -> GatewayError | None:
     """What must be refused before routing: proxy-style targets and oversized requests."""
     server = runtime.config.server
+    if request.version not in _HTTP_VERSIONS:
+        return HttpVersionNotSupported("only HTTP/1.0 and HTTP/1.1 are served")
     if request.method == "CONNECT":
         return MethodNotAllowed("CONNECT is not supported: this gateway is not a forward proxy")
     if not request.raw_path.startswith("/"):
@@ -93,6 +98,13 @@ async def serve(runtime: Runtime, request: web.BaseRequest) -> web.StreamRespons
     match = runtime.router.match(request.method, path)
     if match is None:
         return NotFound(f"no route for {request.method} {path}").response()
+    expect = request.headers.get("Expect")
+    if expect is not None:
+        if expect.strip().lower() != "100-continue":
+            return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
+        if request.version == HttpVersion11 and request.body_exists:
+            # The request passed every check that needs no body: invite the client to send it.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     pipeline = runtime.pipelines[match.name]
     ex = new_exchange(runtime, request, match, path)
     response: web.StreamResponse | None = None
@@ -220,6 +232,11 @@ async def forward(
         ex.can_retry = replayable and ex.attempts + 1 < _MAX_ATTEMPTS
         ex.upstream_status = None  # a discarded answer's status must not linger
         upstream = await runtime.forwarder.send(ex, data)
+        if not 100 <= upstream.status <= 599:
+            upstream.close()
+            raise UpstreamError(
+                f"upstream answered an invalid status {upstream.status}", kind="failed"
+            )
         ex.upstream_status = ex.status = upstream.status
         ex.response_headers = strip_hop_by_hop(upstream.headers)
         try:
@@ -251,17 +268,22 @@ async def stream_back(
     if sse:
         headers["X-Accel-Buffering"] = "no"
     out = ClientStream(ex, upstream.reason)
+    assert ex.upstream is not None
+    watch = ReadWatch(upstream.content, ex.route.idle_timeout or ex.upstream.idle_timeout)
     try:
         if body_filter is None:
             await out.start()  # nothing can change the head any more: send it now
         chunks = upstream.content.iter_any()
         while True:
+            watch.reads += 1
+            watch.reading = True
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
             except _UPSTREAM_READ_ERRORS as exc:
                 return out.fail(upstream_read_error(exc))
+            watch.reading = False
             if ex.first_byte_at is None:
                 ex.first_byte_at = time.perf_counter()
             if body_filter is not None:
@@ -284,8 +306,41 @@ async def stream_back(
         ex.log.info("client disconnected", bytes_out=ex.bytes_out)
         return out.response or web.StreamResponse(status=499), exc
     finally:
+        watch.stop()
         if not upstream.closed and upstream.connection is not None:
             upstream.close()
+
+
+class ReadWatch:
+    """A safety net under aiohttp's own idle timeout for upstream bodies.
+
+    When an upstream sends broken framing mid-body, aiohttp fails its protocol
+    but neither ends the body nor keeps its read timeout, and the read would
+    wait forever.  Every ``idle`` seconds this checks whether the read pending
+    now was already pending at the last check, and if so fails it: so a stuck
+    read ends within twice the idle timeout.  Per chunk it costs a counter and a
+    flag, where a timeout per read would cost microseconds.
+    """
+
+    __slots__ = ("_handle", "_idle", "_pending", "_stream", "reading", "reads")
+
+    def __init__(self, stream: aiohttp.StreamReader, idle: float) -> None:
+        self._stream = stream
+        self._idle = idle
+        self.reads = 0
+        self.reading = False
+        self._pending = -1
+        self._handle = asyncio.get_running_loop().call_later(idle, self._check)
+
+    def _check(self) -> None:
+        if self.reading and self.reads == self._pending:
+            self._stream.set_exception(TimeoutError("no upstream byte for the idle timeout"))
+            return
+        self._pending = self.reads if self.reading else -1
+        self._handle = asyncio.get_running_loop().call_later(self._idle, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
 
 
 class ClientStream:

@@ -21,7 +21,10 @@ class InterpolationError(ValueError):
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
     """Resolve every ``${...}`` in ``text`` from ``env``; defaults may nest."""
-    return _expand(text, 0, env, nested=False)[0]
+    try:
+        return _expand(text, 0, env, nested=False)[0]
+    except RecursionError:
+        raise InterpolationError("${...} defaults nested too deeply") from None
 
 
 def _expand(text: str, pos: int, env: Mapping[str, str], *, nested: bool) -> tuple[str, int]:

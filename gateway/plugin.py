@@ -25,8 +25,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway import jsonbody
 from gateway.body import read_limited
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
@@ -244,19 +245,32 @@ class Exchange:
         return self.body
 
     async def json(self) -> Any:
-        """The request body parsed as JSON, cached; a bad body answers 400."""
+        """The request body parsed as strict JSON, cached; a bad body answers 400.
+
+        Strict: no duplicate keys, ``NaN``, infinities or unbounded nesting (see
+        `gateway.jsonbody`).  A compressed body cannot be read: 415.
+        """
         if self._json is _UNREAD:
+            encoding = self.request.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding != "identity":
+                raise UnsupportedMediaType(
+                    f"this route reads the JSON body and cannot read a {encoding!r}-encoded one"
+                )
             raw = await self.read_body()
             try:
-                self._json = json.loads(raw) if raw.strip() else None
-            except (ValueError, UnicodeDecodeError) as exc:
+                self._json = jsonbody.loads(raw) if raw.strip() else None
+            except ValueError as exc:
                 raise BadRequest(f"request body is not valid JSON: {exc}") from None
         return self._json
 
     def set_json(self, value: Any) -> None:
-        """Replace the request body with ``value`` serialised as JSON."""
+        """Replace the request body with ``value`` serialised as JSON (400 if it cannot be)."""
+        try:
+            body = jsonbody.dumps(value)
+        except ValueError as exc:
+            raise BadRequest(f"request body {exc}") from None
         self._json = value
-        self.set_body(json.dumps(value, ensure_ascii=False).encode(), "application/json")
+        self.set_body(body, "application/json")
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         """Replace the request body sent upstream."""

@@ -46,7 +46,8 @@ class PathPattern:
         leftover = source[position:]
         if "{" in leftover or "}" in leftover:
             raise ValueError(f"malformed parameter in {source!r}")
-        self.regex = re.compile(regex + re.escape(leftover) + r"\Z")
+        # DOTALL: a decoded path may hold a newline (%0A); a tail must match it too.
+        self.regex = re.compile(regex + re.escape(leftover) + r"\Z", re.DOTALL)
         self.names = frozenset(names)
 
     def match(self, path: str) -> dict[str, str] | None:

@@ -100,6 +100,8 @@ class Service:
             handler_cancellation=True,  # a client that disconnects cancels its upstream call
             max_line_size=limit,
             max_field_size=limit,
+            # Request bodies pass as they came: bytes and Content-Encoding together.
+            auto_decompress=False,
             # Also bounds how long a client may take to send a request head.
             keepalive_timeout=server_config.client_idle_timeout,
             # After an early answer (413, 408) the unread rest of a body is drained

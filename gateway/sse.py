@@ -35,7 +35,8 @@ def parse_event(block: str) -> SSEEvent | None:
         elif field == "id":
             event_id = value
         elif field == "retry":
-            retry = int(value) if value.isdigit() else None
+            # Only ASCII digits, and not absurdly many: "²".isdigit() is true.
+            retry = int(value) if value.isascii() and value.isdigit() and len(value) < 10 else None
         else:
             continue
         seen = True
