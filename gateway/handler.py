@@ -56,9 +56,13 @@ class Gateway:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        #: Set while shutting down: readiness checks then fail, so traffic moves away.
+        self.draining = False
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path == "/healthz" and request.method in ("GET", "HEAD"):
+            if self.draining:
+                return web.json_response({"status": "draining"}, status=503)
             return web.json_response({"status": "ok"})
         runtime = self.runtime
         runtime.enter()

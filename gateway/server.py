@@ -135,6 +135,7 @@ class Service:
         if drain_timeout is None:
             drain_timeout = self.runtime.config.server.drain_timeout
         drained = True
+        self.gateway.draining = True
         if self._runner is not None:
             for site in list(self._runner.sites):
                 await site.stop()  # stops listening; connections stay open

@@ -70,3 +70,29 @@ async def test_old_plugins_shut_down_when_their_last_request_ends(serve_app):
     finally:
         await service.stop(1)
     assert events[-1] == "shutdown v2"
+
+
+async def test_healthz_says_draining_while_streams_finish(serve_app):
+    upstream = Upstream()
+    url = await serve_app(upstream.app)
+    service = await Service.create(runtime_for(url, "v1"))
+    await service.start(make_socket("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{service.port}"
+    connector = aiohttp.TCPConnector(limit_per_host=1)  # one kept-alive connection for probes
+    async with (
+        aiohttp.ClientSession(connector=connector) as probes,
+        aiohttp.ClientSession() as streams,
+    ):
+        async with probes.get(base + "/healthz") as response:
+            assert response.status == 200
+        stream = await streams.get(base + "/sse")
+        await stream.content.readuntil(b"\n\n")
+        stopping = asyncio.create_task(service.stop(5))
+        await asyncio.sleep(0.1)
+        async with probes.get(base + "/healthz") as response:
+            assert response.status == 503
+            assert await response.json() == {"status": "draining"}
+        upstream.gate.set()
+        await stream.read()
+        stream.release()
+        assert await stopping is True
