@@ -15,8 +15,12 @@ _LEVELS = {
 }
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Configure structlog for the process (idempotent; a reload may call it again)."""
+def configure_logging(level: str = "info", fmt: str = "json", *, cache: bool = True) -> None:
+    """Configure structlog for the process (idempotent; a reload may call it again).
+
+    ``cache`` makes each logger keep its processors after first use (faster);
+    tests that configure logging and restore it afterwards pass ``False``.
+    """
     renderer: structlog.typing.Processor
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
@@ -31,5 +35,5 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.WriteLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )

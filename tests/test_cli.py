@@ -29,7 +29,8 @@ def test_check_default_config_lists_routes_and_pipelines(tmp_path):
         in result.stdout
     )
     assert (
-        "pipeline: access_log > metrics > cors > auth > upstream_proxy > rewrite" in result.stdout
+        "pipeline: access_log > metrics > cors > auth > ratelimit > upstream_proxy > rewrite"
+        in result.stdout
     )
 
 

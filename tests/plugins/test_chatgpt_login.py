@@ -407,7 +407,7 @@ async def test_wrong_proxy_credentials_are_a_502_without_the_proxy_password(
 def debug_logging() -> Iterator[None]:
     """The gateway's logging at debug level, restored afterwards."""
     saved = structlog.get_config()
-    configure_logging("debug", "json")
+    configure_logging("debug", "json", cache=False)  # cached loggers would outlive the test
     yield
     structlog.configure(**saved)
 
