@@ -1,0 +1,213 @@
+"""The figures read from each result, the targets of the issue, and what makes a run valid.
+
+The targets are judged on ``gateway: default`` (the shipped config, ``/v1``)
+against ``direct``, ``nginx`` and the peer of the same run.  A run is *valid*
+when every configuration ran and produced numbers without an error; that is
+all ``--quick`` checks, never a timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
+
+from bench.records import TargetResult
+
+Figure = Callable[[TargetResult], float | None]
+DEFAULT = "gw_default"
+KB = 1000
+BIG = 10_000
+
+
+def rps(r: TargetResult) -> float | None:
+    if r.rps_median is not None:
+        return r.rps_median
+    return r.loaded.rps if r.loaded else None
+
+
+def cpu_per_request(r: TargetResult) -> float | None:
+    return r.cpu_us_per_request
+
+
+def p50(r: TargetResult) -> float | None:
+    return r.unloaded.p50_us if r.unloaded else None
+
+
+def p99(r: TargetResult) -> float | None:
+    return r.unloaded.p99_us if r.unloaded else None
+
+
+def first_event(r: TargetResult) -> float | None:
+    return r.sse.ttfe_us if r.sse else None
+
+
+def stream_time(r: TargetResult) -> float | None:
+    return r.sse.total_us if r.sse else None
+
+
+def cpu_per_event(r: TargetResult) -> float | None:
+    return r.cpu_us_per_event
+
+
+def measured(results: Mapping[str, TargetResult], key: str) -> TargetResult | None:
+    r = results.get(key)
+    return r if r is not None and r.skipped is None and r.error is None else None
+
+
+def added(results: Mapping[str, TargetResult], key: str, figure: Figure) -> float | None:
+    """``figure`` of ``key`` minus direct's (``None`` when either is missing)."""
+    r, direct = measured(results, key), measured(results, "direct")
+    if r is None or direct is None or key == "direct":
+        return None
+    value, base = figure(r), figure(direct)
+    return None if value is None or base is None else value - base
+
+
+@attrs.frozen
+class Goal:
+    text: str
+    status: str  # PASS | FAIL | N/A
+    detail: str
+
+    def line(self) -> str:
+        return f"**{self.status}** {self.text}: {self.detail}"
+
+
+def _goal(
+    text: str,
+    value: float | None,
+    shown: str,
+    *,
+    at_most: float | None = None,
+    at_least: float | None = None,
+) -> Goal:
+    if value is None:
+        return Goal(text, "N/A", "not measured")
+    ok = (at_most is None or value <= at_most) and (at_least is None or value >= at_least)
+    return Goal(text, "PASS" if ok else "FAIL", shown)
+
+
+def _share(a: TargetResult | None, b: TargetResult | None, figure: Figure) -> float | None:
+    x, y = (figure(a) if a else None), (figure(b) if b else None)
+    return x / y if x is not None and y else None
+
+
+def memory_goals(default: TargetResult | None) -> list[Goal]:
+    """Memory per stream at every count, and no error at the largest."""
+    memory = default.memory if default else []
+    worst = max((m.bytes_per_stream for m in memory), default=None)
+    shown = ", ".join(f"{m.bytes_per_stream / KB:.1f} KB at {m.streams:,}" for m in memory)
+    text = "10,000 concurrent streams on one worker without an error"
+    biggest = max(memory, key=lambda m: m.streams, default=None)
+    if biggest is None:
+        streams = Goal(text, "N/A", "not measured")
+    else:
+        capped = biggest.streams < BIG
+        status = "FAIL" if biggest.errors else ("N/A" if capped else "PASS")
+        note = " (capped by the open-file limit: see the notes)" if capped else ""
+        streams = Goal(text, status, f"{biggest.streams:,} streams{note}: {biggest.errors} errors")
+    return [_goal("≤ 20 KB per open SSE stream", worst, shown, at_most=20 * KB), streams]
+
+
+def goals(results: Mapping[str, TargetResult], events: int) -> list[Goal]:
+    """Each target of the issue, judged on this run."""
+    default = measured(results, DEFAULT)
+    nginx, peer = measured(results, "nginx"), measured(results, "litellm")
+    by_rps = _share(default, nginx, rps)
+    by_cpu = _share(nginx, default, cpu_per_request)
+    out = [
+        _goal(
+            "default pipeline ≥ 0.25x nginx's requests per second",
+            by_rps,
+            f"{by_rps or 0:.2f}x (by CPU time per request: {by_cpu or 0:.2f}x)",
+            at_least=0.25,
+        )
+    ]
+    for name, figure, limit in (("p50", p50, 200.0), ("p99", p99, 500.0)):
+        value = added(results, DEFAULT, figure)
+        out.append(
+            _goal(
+                f"added latency over direct, unloaded {name} ≤ {limit:.0f} µs",
+                value,
+                f"{value or 0:.0f} µs",
+                at_most=limit,
+            )
+        )
+    value = added(results, DEFAULT, first_event)
+    out.append(
+        _goal("SSE: ≤ 300 µs added to the first event", value, f"{value or 0:.0f} µs", at_most=300)
+    )
+    total = added(results, DEFAULT, stream_time)
+    per_event = None if total is None else total / events
+    cpu = cpu_per_event(default) if default else None
+    out.append(
+        _goal(
+            "SSE: ≤ 5 µs added per further event",
+            per_event,
+            f"{per_event or 0:.2f} µs (CPU: {cpu or 0:.1f} µs per event)",
+            at_most=5,
+        )
+    )
+    out += memory_goals(default)
+    # In turns when measured so (robust to a noisy machine), else the sequential pair.
+    with_log, without = measured(results, "turns_default"), measured(results, "turns_no_log")
+    if with_log is None or without is None:
+        with_log, without = default, measured(results, "gw_no_log")
+    kept = _share(with_log, without, rps)
+    cost = None if kept is None else 1 - kept
+    out.append(
+        _goal(
+            "the access log costs ≤ 10 % of throughput",
+            cost,
+            f"{(cost or 0) * 100:.1f} %",
+            at_most=0.10,
+        )
+    )
+    times = _share(default, peer, rps)
+    out.append(
+        _goal("≥ 10x the peer's (LiteLLM's) throughput", times, f"{times or 0:.1f}x", at_least=10)
+    )
+    ours, theirs = added(results, DEFAULT, p50), added(results, "litellm", p50)
+    fraction = ours / theirs if ours is not None and theirs else None
+    out.append(
+        _goal(
+            "≤ 1/20 of the peer's added latency (p50)",
+            fraction,
+            f"{ours or 0:.0f} µs against {theirs or 0:.0f} µs",
+            at_most=0.05,
+        )
+    )
+    return out
+
+
+def problems(results: Sequence[TargetResult], optional: frozenset[str]) -> list[str]:
+    """Why the run is not valid: a configuration that did not run or produced no numbers."""
+    found = []
+    for r in results:
+        if r.skipped is not None:
+            if r.key not in optional:
+                found.append(f"{r.title}: {r.skipped}")
+            continue
+        if r.error is not None:
+            found.append(f"{r.title}: failed: {r.error.splitlines()[0]}")
+            continue
+        strict = r.key not in optional
+        checks = {
+            "no JSON throughput": not r.loaded or r.loaded.requests == 0,
+            "errors under load": strict and bool(r.loaded and r.loaded.errors),
+            "no CPU figure": r.cpu_us_per_request is None,
+        }
+        if not r.throughput_only:
+            checks |= {
+                "no latency": not r.unloaded or not r.unloaded.requests or not r.unloaded.p50_us,
+                "errors with 1 connection": strict and bool(r.unloaded and r.unloaded.errors),
+                "no SSE figures": not r.sse or not r.sse.ttfe_us,
+                "SSE errors": strict and bool(r.sse and r.sse.errors),
+            }
+        for m in r.memory:
+            checks[f"memory probe with {m.streams:,} streams had {m.errors} errors"] = (
+                strict and bool(m.errors or m.opened < m.streams)
+            )
+        found += [f"{r.title}: {what}" for what, bad in checks.items() if bad]
+    return found

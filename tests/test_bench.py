@@ -1,0 +1,53 @@
+"""``python -m bench --quick`` runs every configuration and produces numbers.
+
+It checks that the suite works, never how fast anything is: timings are for
+``python -m bench`` on a quiet machine, read as ratios (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.targets import all_targets
+
+ROOT = Path(__file__).resolve().parents[1]
+MISSING = [tool for tool in ("wrk", "nginx", "redis-server") if shutil.which(tool) is None]
+NUMBER = r"\d[\d,.]*"
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)}")
+def test_quick_mode_measures_every_configuration() -> None:
+    readme = ROOT / "bench" / "README.md"
+    before = readme.read_text() if readme.exists() else None
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    output = done.stdout
+    assert done.returncode == 0, output[-4000:] + done.stderr[-2000:]
+    assert "every configuration produced numbers" in output
+    assert "INVALID" not in output
+    for target in all_targets():
+        rows = re.findall(rf"^\| {re.escape(target.title)} \| {NUMBER} \|", output, re.MULTILINE)
+        if target.kind == "litellm":
+            assert not rows  # the peer is skipped in quick mode, and said so
+            assert "LiteLLM proxy (peer): skipped in --quick mode" in output
+            continue
+        # Throughput, latency and SSE tables, plus the memory table when it is probed;
+        # a plugin alone (and their baseline) in the plugin table only.
+        expected = 1 if target.throughput_only else 3 + target.memory
+        assert len(rows) == expected, target.title
+    # Quick mode prints the table; only the full run rewrites bench/README.md.
+    assert (readme.read_text() if readme.exists() else None) == before
