@@ -19,7 +19,7 @@ import structlog
 
 from gateway.config import find_config
 from gateway.errors import ConfigError
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, flush_logs
 from gateway.runtime import Runtime, load_runtime
 from gateway.server import Service, make_socket
 
@@ -67,6 +67,7 @@ async def serve_until_stopped(
         task.cancel()
     drained = await service.stop()
     logger.info("gateway stopped", drained=drained)
+    flush_logs()
     return 0
 
 
