@@ -28,8 +28,15 @@ async def read_limited(request: web.BaseRequest, limit: int, idle: float) -> byt
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(limit)
-    chunks: list[bytes] = []
-    size = 0
+    # Fast path: a small body usually arrives with the head and is buffered already;
+    # taking it costs no await and no timer (a timed read costs microseconds).
+    first = request.content.read_nowait(-1)
+    if len(first) > limit:
+        raise PayloadTooLarge(limit)
+    if length is not None and len(first) == length:
+        return first
+    chunks: list[bytes] = [first] if first else []
+    size = len(first)
     async for chunk in idle_limited(request.content, idle):
         size += len(chunk)
         if size > limit:
