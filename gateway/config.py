@@ -68,8 +68,9 @@ class UpstreamConfig:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     #: Send the client's address (``X-Forwarded-For``) upstream.  Off for third parties.
     forward_client_address: bool = False
-    #: The most connections kept open to this upstream (per proxy).
-    max_connections: int = 256
+    #: The most connections open to this upstream at once (per proxy): a stream holds
+    #: one for its whole life, so this caps concurrent streams; more wait their turn.
+    max_connections: int = 10_000
     #: How long an idle pooled connection to this upstream is kept for reuse.
     keepalive_timeout: Seconds = Seconds(15.0)
     #: Set by the loader: the key of this upstream in ``[upstreams]``.
