@@ -10,8 +10,9 @@ pass through together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterator
 
 import aiohttp
 from aiohttp_socks import (
@@ -107,7 +108,7 @@ class Forwarder:
         )
         session = self.session(upstream, ex.proxy)
         ex.attempts += 1
-        try:
+        with upstream_errors(f"upstream {upstream.name!r}", ex.proxy):
             return await session.request(
                 ex.method,
                 ex.upstream_url,
@@ -117,33 +118,6 @@ class Forwarder:
                 allow_redirects=False,
                 compress=None,
             )
-        except (TimeoutError, ProxyTimeoutError) as exc:
-            raise UpstreamTimeout(
-                f"upstream {upstream.name!r} did not answer in time", kind="timeout"
-            ) from exc
-        # A SOCKS proxy that refuses the credentials may just hang up (EOFError).
-        except (
-            aiohttp.ClientProxyConnectionError,
-            ProxyConnectionError,
-            ProxyError,
-            EOFError,
-        ) as exc:
-            where = redact_url(ex.proxy) if ex.proxy else "the proxy"
-            raise ProxyConnectError(
-                f"cannot connect to upstream {upstream.name!r} through {where}"
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError(
-                f"cannot connect to upstream {upstream.name!r}", kind="connect"
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            # The client's own body may have failed (a stalled upload): its error, not ours.
-            client_side = client_body_error(exc)
-            if client_side is not None:
-                raise client_side from None
-            raise UpstreamError(
-                f"upstream {upstream.name!r} failed: {type(exc).__name__}", kind="failed"
-            ) from exc
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -161,3 +135,34 @@ def client_body_error(exc: BaseException) -> GatewayError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+@contextlib.contextmanager
+def upstream_errors(target: str, proxy: str | None) -> Iterator[None]:
+    """Turn the client library's failures into the gateway's; ``target`` names what was called.
+
+    A timeout is `UpstreamTimeout` (504), a proxy that cannot be reached or
+    refuses the tunnel `ProxyConnectError`, a refused connection or a broken
+    answer `UpstreamError` (502).  Proxy credentials never reach the message.
+    """
+    try:
+        yield
+    except (TimeoutError, ProxyTimeoutError) as exc:
+        raise UpstreamTimeout(f"{target} did not answer in time", kind="timeout") from exc
+    # A SOCKS proxy that refuses the credentials may just hang up (EOFError).
+    except (
+        aiohttp.ClientProxyConnectionError,
+        ProxyConnectionError,
+        ProxyError,
+        EOFError,
+    ) as exc:
+        where = redact_url(proxy) if proxy else "the proxy"
+        raise ProxyConnectError(f"cannot connect to {target} through {where}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError(f"cannot connect to {target}", kind="connect") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        # The client's own body may have failed (a stalled upload): its error, not ours.
+        client_side = client_body_error(exc)
+        if client_side is not None:
+            raise client_side from None
+        raise UpstreamError(f"{target} failed: {type(exc).__name__}", kind="failed") from exc

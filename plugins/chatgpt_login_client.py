@@ -17,13 +17,11 @@ from typing import Any
 
 import aiohttp
 import attrs
-from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gateway.config import redact_url
-from gateway.errors import BadGateway, Forbidden, GatewayError, GatewayTimeout, TooManyRequests
-from gateway.forwarder import ProxyConnectError
+from gateway.errors import BadGateway, Forbidden, GatewayError, TooManyRequests
+from gateway.forwarder import upstream_errors
 from plugins.chatgpt_login_page import upstream_reason
 
 #: The largest upstream answer read (the login pages are a few kilobytes).
@@ -98,33 +96,12 @@ class LoginClient:
         self._log.debug(
             "chatgpt login step", step=step, method=method, host=url.host, path=url.path
         )
-        try:
+        with upstream_errors(f"the login service at {url.host} ({step} step)", self._proxy):
             async with self._session.request(
                 method, url, data=form, allow_redirects=False
             ) as response:
                 body = await _read_limited(response, step)
                 answer = Answer(response.status, response.headers, body, url)
-        except (TimeoutError, ProxyTimeoutError) as exc:
-            raise GatewayTimeout(
-                f"the login service did not answer in time at the {step} step"
-            ) from exc
-        # A SOCKS proxy that refuses the credentials may just hang up (EOFError).
-        except (
-            aiohttp.ClientProxyConnectionError,
-            ProxyConnectionError,
-            ProxyError,
-            EOFError,
-        ) as exc:
-            where = redact_url(self._proxy) if self._proxy else "the proxy"
-            raise ProxyConnectError(f"cannot reach the login service through {where}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise BadGateway(
-                f"cannot connect to the login service at {url.host} ({step} step)"
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BadGateway(
-                f"the login service at {url.host} failed at the {step} step: {type(exc).__name__}"
-            ) from exc
         self._log.debug("chatgpt login answer", step=step, status=answer.status)
         return answer
 
