@@ -46,6 +46,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Bodies up to this size are read whole: cheaper than streaming, and replayable
 # when a plugin asks for a retry on another credential.
 _SMALL_BODY = 256 * 1024
+# Answers up to this size, of known length, that no body hook wants, go out in one write.
+_SMALL_ANSWER = 64 * 1024
 _MAX_ATTEMPTS = 8
 _HTTP_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
 _UPSTREAM_READ_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -271,6 +273,9 @@ async def stream_back(
         headers.popall("Content-Length", None)
     if sse:
         headers["X-Accel-Buffering"] = "no"
+    length = upstream.content_length
+    if body_filter is None and not sse and length is not None and length <= _SMALL_ANSWER:
+        return await answer_whole(ex, upstream)
     out = ClientStream(ex, upstream.reason)
     assert ex.upstream is not None
     watch = ReadWatch(upstream.content, ex.route.idle_timeout or ex.upstream.idle_timeout)
@@ -313,6 +318,29 @@ async def stream_back(
         watch.stop()
         if not upstream.closed and upstream.connection is not None:
             upstream.close()
+
+
+async def answer_whole(
+    ex: Exchange, upstream: aiohttp.ClientResponse
+) -> tuple[web.StreamResponse, BaseException | None]:
+    """A small answer of known length, sent in one write rather than head, body and end."""
+    try:
+        body = await upstream.read()
+    except _UPSTREAM_READ_ERRORS as exc:
+        upstream.close()
+        error = upstream_read_error(exc)
+        answer = error.response()
+        ex.status = answer.status
+        return answer, error
+    ex.first_byte_at = time.perf_counter()
+    ex.bytes_out = len(body)
+    upstream.release()
+    assert ex.status is not None and ex.response_headers is not None
+    ex.response_headers.popall("Content-Length", None)  # the response sets its own
+    reason = upstream.reason if ex.status == ex.upstream_status else None
+    return web.Response(
+        status=ex.status, reason=reason, headers=ex.response_headers, body=body
+    ), None
 
 
 class ReadWatch:

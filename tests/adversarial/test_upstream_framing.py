@@ -105,7 +105,8 @@ async def test_a_non_idempotent_request_is_never_sent_twice(behind, data):
 
 
 BROKEN_BODIES = {
-    "length-longer-than-body": (OK + b"Content-Length: 100\r\n\r\n", b"hello"),
+    # Past 64 KiB a known-length answer streams (smaller ones go out in one write).
+    "length-longer-than-body": (OK + b"Content-Length: 100000\r\n\r\n", b"hello"),
     "chunked-without-last-chunk": (OK + b"Transfer-Encoding: chunked\r\n\r\n", b"5\r\nhello\r\n"),
     "head-only": (OK + b"Transfer-Encoding: chunked\r\n\r\n", b""),
     "sse-without-last-chunk": (
@@ -126,10 +127,20 @@ async def test_a_body_broken_off_aborts_the_client(behind, head, body):
 
 async def test_an_upstream_going_idle_mid_body_aborts_the_client(behind):
     # idle_timeout is 1 s in BASE_CONFIG.
-    service, _ = await behind(answer(OK + b"Content-Length: 100\r\n\r\n", b"hello", then="hang"))
+    head = OK + b"Content-Length: 100000\r\n\r\n"
+    service, _ = await behind(answer(head, b"hello", then="hang"))
     response, _ = await fetch(service)
     assert response.status == 200 and response.body == b"hello"
     assert response.aborted
+
+
+@pytest.mark.parametrize(("then", "status"), [("close", 502), ("hang", 504)])
+async def test_a_small_answer_broken_off_is_a_clean_error(behind, then, status):
+    # A small answer of known length is sent in one write: nothing went out yet.
+    service, _ = await behind(answer(OK + b"Content-Length: 100\r\n\r\n", b"hello", then=then))
+    response, raw = await fetch(service)
+    assert response.status == status and response.complete
+    assert b'"type": "upstream_error"' in raw
 
 
 @pytest.mark.parametrize("then", ["close", "hang"])
