@@ -19,7 +19,6 @@ import collections
 import os
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -28,16 +27,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bench.procs import free_port
+
 _PPROXY = (
     "import sys; sys.modules['uvloop'] = None; "
     "from pproxy.server import main; sys.argv = ['pproxy', *sys.argv[1:]]; main()"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def chaos_upstream(rng: random.Random) -> web.Application:

@@ -153,13 +153,12 @@ def new_exchange(
         forward_cookies=route.forward_cookies,
     )
     peer = request.remote or ""
-    client_ip = client_address(
-        peer, request.headers.getall("X-Forwarded-For", ()), config.server.trusted_hops
-    )
+    forwarded_for = request.headers.getall("X-Forwarded-For", ())
+    client_ip = client_address(peer, forwarded_for, config.server.trusted_hops)
     if upstream is not None:
         headers.update(upstream.headers)
         if forward_address:
-            chain = ", ".join([*request.headers.getall("X-Forwarded-For", ()), peer])
+            chain = ", ".join([*forwarded_for, peer])
             headers["X-Forwarded-For"] = chain
             headers["X-Forwarded-Proto"] = request.scheme
     given_id = request.headers.get("X-Request-ID", "")

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import time
+
+from tests.proxies import free_port
 
 #: The binary, or ``None`` when Redis is not installed (tests that need it are skipped).
 REDIS_SERVER = shutil.which("redis-server")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,16 +38,10 @@ from gateway.runtime import build_runtime, load_runtime
 from gateway.server import Service, make_socket
 from plugins.metrics import Metrics, upstream_error_kind
 from plugins.metrics_registry import gateway_metrics
+from tests.proxies import free_port
 from tests.upstreams import Upstream
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config(url: str, extra: str = "") -> str:
