@@ -1,41 +1,53 @@
 """The forwarder: the only code that talks to upstreams.
 
-It keeps one pooled `aiohttp.ClientSession` per upstream and outbound proxy,
-sends the request an `Exchange` describes, and maps network failures to the
-gateway's errors: a refused connection is 502, a timeout before the response
-head 504.  Responses are never decompressed: bytes and ``Content-Encoding``
-pass through together.
+It keeps one pool of kept-alive connections (`gateway.upstream_client`) per
+upstream origin and outbound proxy, sends the request an `Exchange` describes,
+and maps network failures to the gateway's errors: a refused connection is
+502, a timeout before the response head 504.  Responses are never
+decompressed: bytes and ``Content-Encoding`` pass through together.
+
+`make_connector` and `upstream_errors` also serve plugins that call services
+with aiohttp themselves (the ChatGPT login).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterable, Iterator
 
 import aiohttp
-from aiohttp_socks import (
-    ProxyConnectionError,
-    ProxyConnector,
-    ProxyError,
-    ProxyTimeoutError,
-    ProxyType,
-)
+import aiohttp_socks
+import python_socks
+from aiohttp_socks import ProxyConnector
 from yarl import URL
 
 from gateway.config import UpstreamConfig, redact_url
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.plugin import Exchange
+from gateway.upstream_client import (
+    DEFAULT_PORTS,
+    PROXY_TYPES,
+    BadRequestHead,
+    Pool,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamResponse,
+    proxy_rdns,
+    request_head,
+)
 
-_PROXY_TYPES = {
-    "http": ProxyType.HTTP,
-    "https": ProxyType.HTTP,
-    "socks4": ProxyType.SOCKS4,
-    "socks5": ProxyType.SOCKS5,
-    "socks5h": ProxyType.SOCKS5,
-}
-_DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
+# The proxy failures of both python-socks (the forwarder) and aiohttp-socks (plugins).
+_PROXY_TIMEOUTS = (python_socks.ProxyTimeoutError, aiohttp_socks.ProxyTimeoutError)
+_PROXY_FAILURES = (
+    python_socks.ProxyConnectionError,
+    python_socks.ProxyError,
+    aiohttp_socks.ProxyConnectionError,
+    aiohttp_socks.ProxyError,
+    aiohttp.ClientProxyConnectionError,
+    # A SOCKS proxy that refuses the credentials may just hang up.
+    EOFError,
+)
 
 
 class ProxyConnectError(UpstreamError):
@@ -54,75 +66,64 @@ def make_connector(
     url = URL(proxy)
     scheme = url.scheme
     return ProxyConnector(
-        proxy_type=_PROXY_TYPES[scheme],
+        proxy_type=PROXY_TYPES[scheme],
         host=url.host or "",
-        port=url.port or _DEFAULT_PORTS[scheme],
+        port=url.port or DEFAULT_PORTS[scheme],
         username=url.user,
         password=url.password,
-        # socks5h asks the proxy to resolve names; socks5 resolves them here.
-        rdns=True if scheme == "socks5h" else (False if scheme == "socks5" else None),
+        rdns=proxy_rdns(scheme),
         proxy_ssl=ssl.create_default_context() if scheme == "https" else None,
         limit=limit,
         keepalive_timeout=keepalive_timeout,
     )
 
 
-def make_session(upstream: UpstreamConfig, proxy: str | None) -> aiohttp.ClientSession:
-    """A client session for forwarding: no cookies, no decompression, no added headers."""
-    return aiohttp.ClientSession(
-        connector=make_connector(proxy, upstream.max_connections, upstream.keepalive_timeout),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        # Without this aiohttp would add its own User-Agent, Accept and Accept-Encoding.
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        timeout=aiohttp.ClientTimeout(total=None),
-        raise_for_status=False,
-    )
-
-
 class Forwarder:
-    """Sends requests upstream over pooled sessions, one per upstream and proxy."""
+    """Sends requests upstream over pooled connections, one pool per origin and proxy."""
 
     def __init__(self) -> None:
-        self._sessions: dict[tuple[str, str | None], aiohttp.ClientSession] = {}
+        self._pools: dict[tuple[str, str | None, str, str | None, int | None], Pool] = {}
+        self._tls: ssl.SSLContext | None = None
 
-    def session(self, upstream: UpstreamConfig, proxy: str | None) -> aiohttp.ClientSession:
-        """The pooled session for ``upstream`` through ``proxy`` (made on first use)."""
-        key = (upstream.name, proxy)
-        session = self._sessions.get(key)
-        if session is None or session.closed:
-            session = self._sessions[key] = make_session(upstream, proxy)
-        return session
+    def pool(self, upstream: UpstreamConfig, proxy: str | None, url: URL) -> Pool:
+        """The pool for ``url``'s origin through ``proxy`` (made on first use)."""
+        key = (upstream.name, proxy, url.scheme, url.raw_host, url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            if self._tls is None and url.scheme == "https":
+                self._tls = ssl.create_default_context()
+            pool = self._pools[key] = Pool(
+                url, proxy, upstream.max_connections, upstream.keepalive_timeout, self._tls
+            )
+        return pool
 
     async def send(
         self, ex: Exchange, data: bytes | AsyncIterable[bytes] | None
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Send the exchange's request; return the response once its head arrived."""
-        upstream = ex.upstream
-        assert upstream is not None and ex.upstream_url is not None
+        upstream, url = ex.upstream, ex.upstream_url
+        assert upstream is not None and url is not None
         route = ex.route
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=route.connect_timeout or upstream.connect_timeout,
-            sock_read=route.idle_timeout or upstream.idle_timeout,
-        )
-        session = self.session(upstream, ex.proxy)
+        pool = self.pool(upstream, ex.proxy, url)
         ex.attempts += 1
         with upstream_errors(f"upstream {upstream.name!r}", ex.proxy):
-            return await session.request(
+            head, chunked = request_head(
+                ex.method, url.raw_path_qs, pool.host_header, ex.upstream_headers, data
+            )
+            return await pool.request(
                 ex.method,
-                ex.upstream_url,
-                headers=ex.upstream_headers,
-                data=data,
-                timeout=timeout,
-                allow_redirects=False,
-                compress=None,
+                head,
+                data,
+                chunked,
+                connect_timeout=route.connect_timeout or upstream.connect_timeout,
+                idle_timeout=route.idle_timeout or upstream.idle_timeout,
             )
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        sessions, self._sessions = list(self._sessions.values()), {}
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 def client_body_error(exc: BaseException) -> GatewayError | None:
@@ -147,20 +148,18 @@ def upstream_errors(target: str, proxy: str | None) -> Iterator[None]:
     """
     try:
         yield
-    except (TimeoutError, ProxyTimeoutError) as exc:
+    except _PROXY_TIMEOUTS as exc:
         raise UpstreamTimeout(f"{target} did not answer in time", kind="timeout") from exc
-    # A SOCKS proxy that refuses the credentials may just hang up (EOFError).
-    except (
-        aiohttp.ClientProxyConnectionError,
-        ProxyConnectionError,
-        ProxyError,
-        EOFError,
-    ) as exc:
+    except _PROXY_FAILURES as exc:
         where = redact_url(proxy) if proxy else "the proxy"
         raise ProxyConnectError(f"cannot connect to {target} through {where}") from exc
-    except aiohttp.ClientConnectorError as exc:
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"{target} did not answer in time", kind="timeout") from exc
+    except (UpstreamConnectError, aiohttp.ClientConnectorError) as exc:
         raise UpstreamError(f"cannot connect to {target}", kind="connect") from exc
-    except (aiohttp.ClientError, OSError) as exc:
+    except BadRequestHead as exc:
+        raise GatewayError(f"cannot send the request to {target}: {exc}") from None
+    except (UpstreamProtocolError, aiohttp.ClientError, OSError) as exc:
         # The client's own body may have failed (a stalled upload): its error, not ours.
         client_side = client_body_error(exc)
         if client_side is not None:

@@ -9,7 +9,6 @@ streams the answer back through the response hooks, chunk by chunk.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
@@ -39,6 +38,7 @@ from gateway.pipeline import Pipeline
 from gateway.plugin import Exchange
 from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
 from gateway.runtime import Runtime
+from gateway.upstream_client import UpstreamProtocolError, UpstreamResponse
 
 logger = structlog.get_logger("gateway")
 
@@ -50,7 +50,9 @@ _SMALL_BODY = 256 * 1024
 _SMALL_ANSWER = 64 * 1024
 _MAX_ATTEMPTS = 8
 _HTTP_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
-_UPSTREAM_READ_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# How reading an upstream body fails: it broke off (OSError), went idle (TimeoutError,
+# an OSError too) or broke HTTP.
+_UPSTREAM_READ_ERRORS = (OSError, UpstreamProtocolError)
 
 
 class Gateway:
@@ -261,7 +263,7 @@ async def forward(
 
 
 async def stream_back(
-    pipeline: Pipeline, ex: Exchange, upstream: aiohttp.ClientResponse
+    pipeline: Pipeline, ex: Exchange, upstream: UpstreamResponse
 ) -> tuple[web.StreamResponse, BaseException | None]:
     """Stream the upstream's body to the client as it arrives, through the body hooks."""
     assert ex.response_headers is not None
@@ -276,22 +278,16 @@ async def stream_back(
     if body_filter is None and not sse and length is not None and length <= _SMALL_ANSWER:
         return await answer_whole(ex, upstream)
     out = ClientStream(ex, upstream.reason)
-    assert ex.upstream is not None
-    watch = ReadWatch(upstream.content, ex.route.idle_timeout or ex.upstream.idle_timeout)
     try:
         if body_filter is None:
             await out.start()  # nothing can change the head any more: send it now
-        chunks = upstream.content.iter_any()
         while True:
-            watch.reads += 1
-            watch.reading = True
             try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
+                chunk = await upstream.chunk()
             except _UPSTREAM_READ_ERRORS as exc:
                 return out.fail(upstream_read_error(exc))
-            watch.reading = False
+            if not chunk:
+                break
             if ex.first_byte_at is None:
                 ex.first_byte_at = time.perf_counter()
             if body_filter is not None:
@@ -314,13 +310,11 @@ async def stream_back(
         ex.log.info("client disconnected", bytes_out=ex.bytes_out)
         return out.response or web.StreamResponse(status=499), exc
     finally:
-        watch.stop()
-        if not upstream.closed and upstream.connection is not None:
-            upstream.close()
+        upstream.close()  # unless released above: an answer not read to its end
 
 
 async def answer_whole(
-    ex: Exchange, upstream: aiohttp.ClientResponse
+    ex: Exchange, upstream: UpstreamResponse
 ) -> tuple[web.StreamResponse, BaseException | None]:
     """A small answer of known length, sent in one write rather than head, body and end."""
     try:
@@ -340,38 +334,6 @@ async def answer_whole(
     return web.Response(
         status=ex.status, reason=reason, headers=ex.response_headers, body=body
     ), None
-
-
-class ReadWatch:
-    """A safety net under aiohttp's own idle timeout for upstream bodies.
-
-    When an upstream sends broken framing mid-body, aiohttp fails its protocol
-    but neither ends the body nor keeps its read timeout, and the read would
-    wait forever.  Every ``idle`` seconds this checks whether the read pending
-    now was already pending at the last check, and if so fails it: so a stuck
-    read ends within twice the idle timeout.  Per chunk it costs a counter and a
-    flag, where a timeout per read would cost microseconds.
-    """
-
-    __slots__ = ("_handle", "_idle", "_pending", "_stream", "reading", "reads")
-
-    def __init__(self, stream: aiohttp.StreamReader, idle: float) -> None:
-        self._stream = stream
-        self._idle = idle
-        self.reads = 0
-        self.reading = False
-        self._pending = -1
-        self._handle = asyncio.get_running_loop().call_later(idle, self._check)
-
-    def _check(self) -> None:
-        if self.reading and self.reads == self._pending:
-            self._stream.set_exception(TimeoutError("no upstream byte for the idle timeout"))
-            return
-        self._pending = self.reads if self.reading else -1
-        self._handle = asyncio.get_running_loop().call_later(self._idle, self._check)
-
-    def stop(self) -> None:
-        self._handle.cancel()
 
 
 class ClientStream:
@@ -430,7 +392,7 @@ class ClientStream:
 
 def upstream_read_error(exc: BaseException) -> GatewayError:
     """The error for an upstream body that broke off or went idle."""
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeout("upstream went idle mid-response", kind="idle_timeout")
     return UpstreamError(f"upstream broke off mid-response: {type(exc).__name__}", kind="aborted")
 

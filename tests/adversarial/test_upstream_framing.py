@@ -79,6 +79,8 @@ BROKEN_HEADS = {
     "bad-first-chunk-size": OK + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n",
     "http2-settings-frame": b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
     "tls-alert": b"\x15\x03\x01\x00\x02\x02\x28",
+    # RFC 9112 section 5.2 lets a gateway answer 502 to obsolete line folding.
+    "folded-header": OK + b"X-A: a\r\n b\r\nContent-Length: 2\r\n\r\nhi",
 }
 
 
@@ -88,7 +90,7 @@ async def test_a_broken_head_is_502_in_the_envelope(behind, data):
     response, _ = await fetch(service)
     error = assert_envelope(response, 502, "bad_gateway")
     assert error["type"] == "upstream_error"
-    # aiohttp's client tries an idempotent request once more when the connection
+    # An idempotent request may be sent once more when a kept-alive connection
     # closed before any answer; never more than that.
     assert upstream.connections in (1, 2)
 
@@ -177,18 +179,15 @@ TOLERATED = {
         OK + b"Content-Length: 2\r\n\r\nhi",
         b"hi",
     ),
-    "folded-header": (OK + b"X-A: a\r\n b\r\nContent-Length: 2\r\n\r\n", b"hi", b"hi"),
 }
 
 
 @pytest.mark.parametrize(("head", "rest", "body"), TOLERATED.values(), ids=TOLERATED.keys())
 async def test_tolerated_upstream_answers_end_cleanly(behind, head, rest, body):
     service, _ = await behind(answer(head, rest))
-    response, raw = await fetch(service)
+    response, _ = await fetch(service)
     assert response.status == 200
     assert response.complete and response.body == body
-    head_bytes = raw.partition(b"\r\n\r\n")[0]
-    assert b"\r\n " not in head_bytes and b"\r\n\t" not in head_bytes  # nothing folded
 
 
 async def test_bytes_after_a_body_never_reach_another_client(behind):

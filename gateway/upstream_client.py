@@ -1,0 +1,590 @@
+"""A small HTTP/1.1 client for the forwarder: kept-alive connections, streamed bodies.
+
+A reverse proxy needs little of a general HTTP client: no cookies, redirects,
+decompression or header defaults, just a request written as given and an
+answer streamed back as it arrives.  aiohttp's client builds a request object,
+a response object, a stream reader, timers and a task for every request, which
+measured about a quarter of the gateway's CPU time per small request.  This
+client writes the request head (and a small body) in one write, parses the
+answer with httptools (llhttp, the parser of Node.js) and hands body bytes to
+the reader as they come, pausing the upstream when the reader falls behind.
+
+Time-outs: ``connect_timeout`` bounds making a connection (through the proxy,
+TLS included); ``idle_timeout`` bounds every wait for the upstream's next byte,
+for the head and in the body.  One timer per connection checks the last time a
+byte arrived, rather than a timer per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable
+from typing import Any, cast
+
+import httptools
+from multidict import CIMultiDict
+from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
+from python_socks.async_.asyncio.v2 import Proxy
+from yarl import URL
+
+PROXY_TYPES = {
+    "http": ProxyType.HTTP,
+    "https": ProxyType.HTTP,
+    "socks4": ProxyType.SOCKS4,
+    "socks5": ProxyType.SOCKS5,
+    "socks5h": ProxyType.SOCKS5,
+}
+DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
+# Bodies of requests that may be sent again on a fresh connection if a kept-alive
+# one turns out to have been closed by the upstream (RFC 9110 section 9.2.2).
+_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
+_NO_BODY_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
+# The largest answer head accepted (nginx: 4-8 KiB, aiohttp: 8 KiB per line).
+MAX_HEAD_SIZE = 64 * 1024
+# The reader's backlog at which the upstream is paused, and below which it resumes.
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+
+class UpstreamConnectError(Exception):
+    """No connection could be made to the upstream (refused, unreachable, unknown name)."""
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream's answer broke HTTP/1.1 (framing, status line, an upgrade)."""
+
+
+class UpstreamClosed(ConnectionError):
+    """The upstream closed the connection before the answer was complete."""
+
+
+class BadRequestHead(ValueError):
+    """A header name or value that would break the request head (CR, LF)."""
+
+
+class UpstreamResponse:
+    """The answer's head, and its body read chunk by chunk as it arrives."""
+
+    __slots__ = ("_connection", "content_length", "headers", "reason", "status")
+
+    def __init__(
+        self,
+        connection: Connection,
+        status: int,
+        reason: str,
+        headers: CIMultiDict[str],
+    ) -> None:
+        self._connection: Connection | None = connection
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.content_length: int | None = None
+        if "Transfer-Encoding" not in headers:
+            length = headers.get("Content-Length", "")
+            if length.isdigit():
+                self.content_length = int(length)
+
+    async def chunk(self) -> bytes:
+        """The body bytes that arrived since the last call (waiting for some); b"" at the end.
+
+        Raises `TimeoutError` when the upstream stays silent for the idle
+        timeout, `UpstreamClosed` or `UpstreamProtocolError` when the body breaks off.
+        """
+        connection = self._connection
+        if connection is None:
+            return b""
+        return await connection.take()
+
+    async def read(self) -> bytes:
+        """The whole (rest of the) body."""
+        parts = []
+        while chunk := await self.chunk():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection was released or closed (nothing more can be read)."""
+        return self._connection is None
+
+    def release(self) -> None:
+        """Done with the answer: keep the connection for the next request if it can be."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.release()
+
+    def close(self) -> None:
+        """Done with the answer, read or not: close its connection."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+            connection.pool.done()
+
+
+class Connection(asyncio.Protocol):
+    """One connection to an upstream, carrying one exchange at a time."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self._loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self._keep: Any = None  # a proxy's stream writer: its collection would close the socket
+        self._parser = httptools.HttpResponseParser(self)
+        self._idle_timeout = 0.0
+        self.idle_since = 0.0
+        self.pooled = False  # idle in its pool's list
+        self.used = 0
+        # The exchange in progress.
+        self._method = ""
+        self._reason = b""
+        self._headers: list[tuple[str, str]] = []
+        self._head_size = 0
+        self._keep_alive = False
+        self.response: UpstreamResponse | None = None
+        self.received = False  # any byte of the answer
+        self._body: deque[bytes] = deque()
+        self._backlog = 0
+        self._paused = False
+        self.complete = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._wait_since = 0.0
+        self._last_byte = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._drain: asyncio.Future[None] | None = None
+
+    # -- the transport's side -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports do not derive from asyncio.Transport, but behave as one.)
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_byte = self._loop.time()
+        self.received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamProtocolError("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamProtocolError(f"malformed answer: {exc}"))
+        if self.response is None:  # all of it was (interim) head: bound it
+            self._head_size += len(data)
+            if self._head_size > 2 * MAX_HEAD_SIZE:  # (counted twice: here and per header)
+                self._fail(UpstreamProtocolError("the answer's head is too large"))
+
+    def eof_received(self) -> bool:
+        self._ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended()
+        self.transport = None
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(UpstreamClosed("the upstream closed the connection"))
+        self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        self._drain = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def _ended(self) -> None:
+        """The upstream closed its side: the end of a close-delimited body, or a failure."""
+        if self.complete or self._error is not None:
+            return
+        if self.response is not None and self._delimited_by_close():
+            self.complete = True
+            self._wake()
+        elif self._method:
+            self._fail(UpstreamClosed("the upstream closed the connection mid-answer"))
+
+    def _delimited_by_close(self) -> bool:
+        response = self.response
+        assert response is not None
+        return response.content_length is None and "Transfer-Encoding" not in response.headers
+
+    # -- httptools' callbacks -------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD_SIZE:
+            raise UpstreamProtocolError("the answer's head is too large")
+        self._headers.append(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        )
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103): wait for the real one
+            self._reason, self._headers = b"", []
+            return
+        self.response = UpstreamResponse(
+            self,
+            status,
+            self._reason.decode("utf-8", "surrogateescape"),
+            CIMultiDict(self._headers),
+        )
+        # (Asked here: once the message is complete the parser has forgotten.)
+        self._keep_alive = self._parser.should_keep_alive()
+        if self._method == "HEAD":  # no body follows, whatever the head says
+            self.complete = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
+        self._body.append(body)
+        self._backlog += len(body)
+        if self._backlog > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.response is not None:
+            self.complete = True
+            self._wake()
+
+    # -- the forwarder's side -------------------------------------------------
+
+    async def exchange(
+        self,
+        method: str,
+        head: bytes,
+        body: bytes | AsyncIterable[bytes] | None,
+        chunked: bool,
+        idle_timeout: float,
+    ) -> UpstreamResponse:
+        """Send a request and return the answer once its head has arrived."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise UpstreamClosed("the connection to the upstream is closed")
+        self._method = method
+        self._idle_timeout = idle_timeout
+        self.used += 1
+        if body is None or isinstance(body, bytes):
+            transport.write(head + body if body else head)
+        else:
+            transport.write(head)
+            await self._send_stream(body, chunked)
+        if self.response is None:
+            self._last_byte = self._loop.time()
+            await self._wait()
+        if self._error is not None:  # it broke in the same breath as its head
+            raise self._error
+        assert self.response is not None
+        return self.response
+
+    async def _send_stream(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+        async for part in body:
+            if self.response is not None or self._error is not None:
+                return  # the upstream answered (or failed) before the whole body was sent
+            if not part:
+                continue
+            transport = self.transport
+            if transport is None:
+                raise UpstreamClosed("the upstream closed the connection")
+            transport.write(b"%x\r\n%b\r\n" % (len(part), part) if chunked else part)
+            if self._drain is not None:
+                await self._drain
+        if chunked and self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
+
+    async def take(self) -> bytes:
+        """Body bytes that arrived, waiting for some; b"" at the end of the body."""
+        while True:
+            if self._body:
+                data = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
+                self._body.clear()
+                self._backlog = 0
+                if self._paused and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return b""
+            await self._wait()
+
+    async def _wait(self) -> None:
+        """Wait for the parser to make progress (or fail the exchange)."""
+        if self._error is not None:
+            raise self._error
+        waiter = self._waiter = self._loop.create_future()
+        self._wait_since = self._loop.time()
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(self._deadline(), self._check_idle)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _deadline(self) -> float:
+        return max(self._last_byte, self._wait_since) + self._idle_timeout
+
+    def _check_idle(self) -> None:
+        """The watchdog: fail a wait that has seen no upstream byte for the idle timeout."""
+        self._watchdog = None
+        if self._waiter is None:
+            return
+        deadline = self._deadline()
+        if self._loop.time() >= deadline:
+            self._fail(TimeoutError("the upstream went idle"))
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check_idle)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def reusable(self) -> bool:
+        """Whether the exchange ended cleanly and the upstream keeps the connection open."""
+        return (
+            self.complete
+            and self._error is None
+            and self._method != "HEAD"
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and self._keep_alive
+        )
+
+    def release(self) -> None:
+        """Back to the pool if it can carry another exchange, else closed."""
+        if self.reusable():
+            self._method, self._reason, self._headers = "", b"", []
+            self._head_size = 0
+            self.response = None
+            self.received = self.complete = False
+            self._body.clear()
+            self._backlog = 0
+            if self._paused and self.transport is not None:
+                self._paused = False
+                self.transport.resume_reading()
+            self.pool.put_back(self)
+        else:
+            self.close()
+        self.pool.done()
+
+    def close(self) -> None:
+        """Close the connection (its exchange, if any, fails)."""
+        self._method = ""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+        self.pool.forget(self)
+
+
+class Pool:
+    """Kept-alive connections to one origin, directly or through one proxy.
+
+    At most ``limit`` connections are in use at once; a request beyond waits
+    for one.  Idle connections are reused newest first and closed after
+    ``keepalive_timeout`` seconds unused.
+    """
+
+    def __init__(
+        self,
+        origin: URL,
+        proxy: str | None,
+        limit: int,
+        keepalive_timeout: float,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.scheme = origin.scheme
+        self.host = origin.raw_host or ""
+        self.port = origin.port or DEFAULT_PORTS.get(self.scheme, 80)
+        self._proxy = make_proxy(proxy) if proxy is not None else None
+        self._tls = tls if self.scheme == "https" else None
+        self._keepalive_timeout = keepalive_timeout
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: list[Connection] = []
+        self._open: set[Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = self.port == DEFAULT_PORTS.get(self.scheme)
+        self.host_header = host if default else f"{host}:{self.port}"
+
+    async def request(
+        self,
+        method: str,
+        head: bytes,
+        body: bytes | AsyncIterable[bytes] | None,
+        chunked: bool,
+        connect_timeout: float,
+        idle_timeout: float,
+    ) -> UpstreamResponse:
+        """Send one request; the answer holds its connection until released or closed."""
+        await self._slots.acquire()
+        connection = self._take_idle()
+        try:
+            if connection is not None:
+                try:
+                    return await connection.exchange(method, head, body, chunked, idle_timeout)
+                except UpstreamClosed:
+                    connection.close()
+                    # A kept-alive connection the upstream had just closed: the request
+                    # never reached it, or was idempotent.  Send it once more on a new one.
+                    if connection.received or not _replayable(method, body):
+                        raise
+            connection = await self._connect(connect_timeout)
+            return await connection.exchange(method, head, body, chunked, idle_timeout)
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            self._slots.release()
+            raise
+
+    def _take_idle(self) -> Connection | None:
+        """The newest idle connection still open and within the keep-alive timeout."""
+        now = self.loop.time()
+        while self._idle:
+            connection = self._idle.pop()
+            connection.pooled = False
+            fresh = now - connection.idle_since < self._keepalive_timeout
+            if fresh and connection.transport is not None and not connection.transport.is_closing():
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, timeout: float) -> Connection:
+        connection = Connection(self)
+        try:
+            async with asyncio.timeout(timeout):
+                if self._proxy is None:
+                    await self.loop.create_connection(
+                        lambda: connection,
+                        self.host,
+                        self.port,
+                        ssl=self._tls,
+                        server_hostname=self.host if self._tls else None,
+                    )
+                else:
+                    stream = await self._proxy.connect(
+                        dest_host=self.host, dest_port=self.port, dest_ssl=self._tls
+                    )
+                    transport = stream.writer.transport
+                    connection._keep = stream.writer
+                    transport.set_protocol(connection)
+                    connection.connection_made(transport)
+        except (ProxyConnectionError, ProxyTimeoutError, ProxyError):
+            raise  # the proxy's own failure, told apart by the forwarder
+        except OSError as exc:
+            raise UpstreamConnectError(str(exc)) from exc
+        self._open.add(connection)
+        return connection
+
+    def put_back(self, connection: Connection) -> None:
+        """A connection done with its exchange, kept for the next."""
+        connection.idle_since = self.loop.time()
+        connection.pooled = True
+        self._idle.append(connection)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._keepalive_timeout, self._sweep)
+
+    def done(self) -> None:
+        """An answer was released or closed: its request's slot is free."""
+        self._slots.release()
+
+    def forget(self, connection: Connection) -> None:
+        """A connection that closed."""
+        self._open.discard(connection)
+        if connection.pooled:  # (rare: an idle connection the upstream closed)
+            connection.pooled = False
+            self._idle.remove(connection)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for longer than the keep-alive timeout."""
+        self._sweeper = None
+        cutoff = self.loop.time() - self._keepalive_timeout
+        expired = [c for c in self._idle if c.idle_since <= cutoff]
+        self._idle = [c for c in self._idle if c.idle_since > cutoff]
+        for connection in expired:
+            connection.pooled = False
+            connection.close()
+        if self._idle:
+            self._sweeper = self.loop.call_later(self._keepalive_timeout, self._sweep)
+
+    def close(self) -> None:
+        """Close every connection, idle or in use."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self._open):
+            connection.close()
+
+
+def _replayable(method: str, body: bytes | AsyncIterable[bytes] | None) -> bool:
+    return method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
+
+
+def make_proxy(url: str) -> Proxy:
+    """A python-socks proxy for an ``http``, ``https``, ``socks4``, ``socks5(h)`` URL."""
+    parsed = URL(url)
+    scheme = parsed.scheme
+    return Proxy(
+        proxy_type=PROXY_TYPES[scheme],
+        host=parsed.host or "",
+        port=parsed.port or DEFAULT_PORTS[scheme],
+        username=parsed.user,
+        password=parsed.password,
+        rdns=proxy_rdns(scheme),
+        proxy_ssl=ssl.create_default_context() if scheme == "https" else None,
+    )
+
+
+def proxy_rdns(scheme: str) -> bool | None:
+    """socks5h asks the proxy to resolve names; socks5 resolves them here."""
+    return True if scheme == "socks5h" else (False if scheme == "socks5" else None)
+
+
+def request_head(
+    method: str,
+    target: str,
+    host: str,
+    headers: CIMultiDict[str],
+    body: bytes | AsyncIterable[bytes] | None,
+) -> tuple[bytes, bool]:
+    """The request line and headers, and whether the body goes chunked.
+
+    A body given whole is sent with its own ``Content-Length``; a streamed one
+    keeps the client's, or goes chunked without one.
+    """
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    if "Host" not in headers:
+        lines.append(f"Host: {host}\r\n")
+    chunked = False
+    if isinstance(body, bytes) or (body is None and method not in _NO_BODY_METHODS):
+        lines.extend(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
+        lines.append(f"Content-Length: {len(body or b'')}\r\n")
+    else:
+        lines.extend(f"{k}: {v}\r\n" for k, v in headers.items())
+        if body is not None and "Content-Length" not in headers:
+            chunked = True
+            lines.append("Transfer-Encoding: chunked\r\n")
+    lines.append("\r\n")
+    head = "".join(lines)
+    # SECURITY: a CR or LF inside a name or value would let it inject headers.
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+        raise BadRequestHead("a request header contains a line break")
+    return head.encode("utf-8", "surrogateescape"), chunked
