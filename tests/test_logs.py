@@ -1,0 +1,137 @@
+"""``gateway.logs``: the direct JSON lines are the lines structlog would write."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import re
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from gateway import logs
+from gateway.logs import configure_logging, flush_logs, iso_utc_now, write_json_line
+
+FIELDS: dict[str, str | int | float | None] = {
+    "request_id": "rid-1",
+    "path": '/caf\u00e9/"quoted"\\\n',
+    "status": 200,
+    "upstream_status": None,
+    "duration_ms": 12.34,
+    "proxy": "socks5://u:***@127.0.0.1:1080",
+}
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
+
+
+@pytest.fixture
+def output(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """What the process's log writer writes; structlog's config is restored afterwards."""
+    saved = structlog.get_config()
+    stream = io.StringIO()
+    monkeypatch.setattr(logs, "_WRITER", logs.BlockWriter(stream))
+    monkeypatch.setattr(logs, "_JSON", None)
+    yield stream
+    structlog.configure(**saved)
+
+
+def lines(stream: io.StringIO) -> list[str]:
+    flush_logs()
+    return stream.getvalue().splitlines()
+
+
+def stamped(line: str) -> str:
+    """The line with its timestamp (checked) replaced by a fixed one."""
+    entry = json.loads(line)
+    assert ISO.fullmatch(entry["timestamp"])
+    return line.replace(entry["timestamp"], "T")
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_the_line_is_the_one_structlog_writes(output, level):
+    configure_logging("debug", "json", cache=False)
+    getattr(structlog.get_logger("t"), level)("request", **FIELDS)
+    assert write_json_line(level, "request", FIELDS)
+    through_structlog, direct = lines(output)
+    assert stamped(direct) == stamped(through_structlog)  # same keys, order, values, spacing
+    assert list(json.loads(direct)) == [*FIELDS, "event", "level", "timestamp"]
+
+
+async def test_lines_keep_their_order_and_warnings_go_out_at_once(output):
+    configure_logging("info", "json", cache=False)
+    log = structlog.get_logger("t")
+    log.info("first")
+    assert write_json_line("info", "second", {})
+    log.info("third")
+    assert output.getvalue() == ""  # info lines wait for the block
+    assert write_json_line("warning", "fourth", {"n": 4})
+    assert [json.loads(line)["event"] for line in output.getvalue().splitlines()] == [
+        "first",
+        "second",
+        "third",
+        "fourth",
+    ]
+
+
+def test_levels_below_the_configured_one_are_not_written(output):
+    configure_logging("warning", "json", cache=False)
+    assert write_json_line("info", "request", FIELDS)  # handled: filtered out
+    assert write_json_line("debug", "request", FIELDS)
+    assert lines(output) == []
+    assert write_json_line("warning", "request", FIELDS)
+    assert len(lines(output)) == 1
+
+
+def test_other_set_ups_are_left_to_structlog(output):
+    assert not write_json_line("info", "request", FIELDS)  # not configured yet
+    configure_logging("info", "console", cache=False)
+    assert not write_json_line("info", "request", FIELDS)
+    configure_logging("info", "json", cache=False)
+    with capture_logs() as captured:
+        assert not write_json_line("info", "request", FIELDS)
+    assert captured == []
+    assert write_json_line("info", "request", FIELDS)  # capture over: direct again
+    structlog.configure(processors=[structlog.processors.JSONRenderer()])
+    assert not write_json_line("info", "request", FIELDS)
+    assert len(lines(output)) == 1
+
+
+def test_values_that_are_not_plain_json_are_left_to_structlog(output):
+    configure_logging("info", "json", cache=False)
+    assert not write_json_line("info", "request", {"what": object()})  # type: ignore[dict-item]
+    assert lines(output) == []
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        datetime.datetime(2026, 11, 26, 9, 58, 3, 548024),
+        datetime.datetime(2026, 11, 26, 9, 58, 3, 548025),  # same second: the cached prefix
+        datetime.datetime(2026, 11, 26, 9, 58, 4, 1),
+        datetime.datetime(2026, 11, 26, 9, 58, 4, 0),  # isoformat leaves out 0 microseconds
+        datetime.datetime(2026, 12, 31, 23, 59, 59, 999999),
+        datetime.datetime(2027, 1, 1, 0, 0, 0, 10),
+    ],
+)
+def test_timestamps_are_written_as_structlog_writes_them(monkeypatch, instant):
+    instant = instant.replace(tzinfo=datetime.UTC)
+    since_epoch = instant - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    nanoseconds = (since_epoch // datetime.timedelta(microseconds=1)) * 1000 + 999
+    fake_time = SimpleNamespace(
+        time_ns=lambda: nanoseconds, strftime=time.strftime, gmtime=time.gmtime
+    )
+    monkeypatch.setattr(logs, "time", fake_time)
+    # What TimeStamper(fmt="iso", utc=True) does with datetime.now(tz=timezone.utc):
+    assert iso_utc_now() == instant.isoformat().replace("+00:00", "Z")
+
+
+def test_the_timestamp_is_now():
+    before = datetime.datetime.now(tz=datetime.UTC)
+    stamp = iso_utc_now()
+    after = datetime.datetime.now(tz=datetime.UTC)
+    assert ISO.fullmatch(stamp)
+    assert before <= datetime.datetime.fromisoformat(stamp) <= after
