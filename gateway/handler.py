@@ -245,7 +245,7 @@ async def forward(
                 f"upstream answered an invalid status {upstream.status}", kind="failed"
             )
         ex.upstream_status = ex.status = upstream.status
-        ex.response_headers = strip_hop_by_hop(upstream.headers)
+        ex.response_headers = strip_hop_by_hop(upstream.header_list)
         try:
             replaced, error = await pipeline.run_response(ex)
         except BaseException:

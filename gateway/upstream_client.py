@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable
 from typing import Any, cast
 
 import httptools
@@ -41,6 +40,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "sock
 # one turns out to have been closed by the upstream (RFC 9110 section 9.2.2).
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 _NO_BODY_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
+_FRAMING = {b"content-length": "length", b"transfer-encoding": "coding"}
 # The largest answer head accepted (nginx: 4-8 KiB, aiohttp: 8 KiB per line).
 MAX_HEAD_SIZE = 64 * 1024
 # The reader's backlog at which the upstream is paused, and below which it resumes.
@@ -67,35 +67,41 @@ class BadRequestHead(ValueError):
 class UpstreamResponse:
     """The answer's head, and its body read chunk by chunk as it arrives."""
 
-    __slots__ = ("_connection", "content_length", "headers", "reason", "status")
+    __slots__ = ("_connection", "_headers", "content_length", "header_list", "reason", "status")
 
     def __init__(
         self,
         connection: Connection,
         status: int,
         reason: str,
-        headers: CIMultiDict[str],
+        header_list: list[tuple[str, str]],
+        content_length: int | None,
     ) -> None:
         self._connection: Connection | None = connection
         self.status = status
         self.reason = reason
-        self.headers = headers
-        self.content_length: int | None = None
-        if "Transfer-Encoding" not in headers:
-            length = headers.get("Content-Length", "")
-            if length.isdigit():
-                self.content_length = int(length)
+        #: The headers as received, in order (cheaper to filter than `headers`).
+        self.header_list = header_list
+        #: The body's length when the answer says it (not chunked), else None.
+        self.content_length = content_length
+        self._headers: CIMultiDict[str] | None = None
 
-    async def chunk(self) -> bytes:
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The headers as received."""
+        if self._headers is None:
+            self._headers = CIMultiDict(self.header_list)
+        return self._headers
+
+    def chunk(self) -> Awaitable[bytes]:
         """The body bytes that arrived since the last call (waiting for some); b"" at the end.
 
         Raises `TimeoutError` when the upstream stays silent for the idle
         timeout, `UpstreamClosed` or `UpstreamProtocolError` when the body breaks off.
+        (Not a coroutine itself: one frame less held per open stream.)
         """
         connection = self._connection
-        if connection is None:
-            return b""
-        return await connection.take()
+        return connection.take() if connection is not None else _nothing()
 
     async def read(self) -> bytes:
         """The whole (rest of the) body."""
@@ -126,6 +132,38 @@ class UpstreamResponse:
 class Connection(asyncio.Protocol):
     """One connection to an upstream, carrying one exchange at a time."""
 
+    # (Slots: thousands of these live at once, one per open stream.)
+    __slots__ = (
+        "_backlog",
+        "_body",
+        "_close_delimited",
+        "_drain",
+        "_error",
+        "_framing",
+        "_head_size",
+        "_headers",
+        "_idle_timeout",
+        "_keep",
+        "_keep_alive",
+        "_last_byte",
+        "_loop",
+        "_method",
+        "_parser",
+        "_paused",
+        "_reason",
+        "_sent",
+        "_wait_since",
+        "_waiter",
+        "_watchdog",
+        "complete",
+        "idle_since",
+        "pool",
+        "pooled",
+        "received",
+        "response",
+        "transport",
+    )
+
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self._loop = pool.loop
@@ -135,19 +173,21 @@ class Connection(asyncio.Protocol):
         self._idle_timeout = 0.0
         self.idle_since = 0.0
         self.pooled = False  # idle in its pool's list
-        self.used = 0
         # The exchange in progress.
         self._method = ""
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
         self._head_size = 0
+        self._framing: dict[str, bytes] = {}  # "length", "coding": what frames the body
+        self._close_delimited = False
         self._keep_alive = False
         self.response: UpstreamResponse | None = None
         self.received = False  # any byte of the answer
-        self._body: deque[bytes] = deque()
+        self._body: list[bytes] = []
         self._backlog = 0
         self._paused = False
         self.complete = False
+        self._sent = False  # the whole request went out
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._wait_since = 0.0
@@ -169,7 +209,10 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("the upstream switched protocols"))
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamProtocolError(f"malformed answer: {exc}"))
+            if self.complete:  # bytes after a whole answer: serve it, but close after
+                self._keep_alive = False
+            else:
+                self._fail(UpstreamProtocolError(f"malformed answer: {exc}"))
         if self.response is None:  # all of it was (interim) head: bound it
             self._head_size += len(data)
             if self._head_size > 2 * MAX_HEAD_SIZE:  # (counted twice: here and per header)
@@ -182,14 +225,17 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended()
         self.transport = None
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(UpstreamClosed("the upstream closed the connection"))
+        self._end_drain()  # (the next write finds no transport)
         self.pool.forget(self)
 
     def pause_writing(self) -> None:
         self._drain = self._loop.create_future()
 
     def resume_writing(self) -> None:
+        self._end_drain()
+
+    def _end_drain(self) -> None:
+        """Writing may go on: the upstream took the data, answered, or failed."""
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -198,18 +244,19 @@ class Connection(asyncio.Protocol):
         """The upstream closed its side: the end of a close-delimited body, or a failure."""
         if self.complete or self._error is not None:
             return
-        if self.response is not None and self._delimited_by_close():
+        if self.response is not None and self._close_delimited:
             self.complete = True
             self._wake()
         elif self._method:
             self._fail(UpstreamClosed("the upstream closed the connection mid-answer"))
 
-    def _delimited_by_close(self) -> bool:
-        response = self.response
-        assert response is not None
-        return response.content_length is None and "Transfer-Encoding" not in response.headers
-
     # -- httptools' callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        # SECURITY: an answer while no request waits (idle in the pool, or after the
+        # answer to this one) must never be taken for the answer to the next request.
+        if not self._method or self.response is not None:
+            raise UpstreamProtocolError("an answer nobody asked for")
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -218,6 +265,9 @@ class Connection(asyncio.Protocol):
         self._head_size += len(name) + len(value)
         if self._head_size > MAX_HEAD_SIZE:
             raise UpstreamProtocolError("the answer's head is too large")
+        framing = _FRAMING.get(name.lower())
+        if framing is not None:  # (llhttp has checked them: one length, digits, not both)
+            self._framing[framing] = value
         self._headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         )
@@ -225,18 +275,24 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue, 103): wait for the real one
-            self._reason, self._headers = b"", []
+            self._reason, self._headers, self._framing = b"", [], {}
             return
+        coding = self._framing.get("coding")
+        length = self._framing.get("length") if coding is None else None
+        chunked = coding is not None and coding.rstrip().lower().endswith(b"chunked")
+        self._close_delimited = length is None and not chunked
         self.response = UpstreamResponse(
             self,
             status,
             self._reason.decode("utf-8", "surrogateescape"),
-            CIMultiDict(self._headers),
+            self._headers,
+            int(length) if length is not None else None,
         )
         # (Asked here: once the message is complete the parser has forgotten.)
         self._keep_alive = self._parser.should_keep_alive()
         if self._method == "HEAD":  # no body follows, whatever the head says
             self.complete = True
+        self._end_drain()
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -269,25 +325,33 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             raise UpstreamClosed("the connection to the upstream is closed")
         self._method = method
-        self._idle_timeout = idle_timeout
-        self.used += 1
+        if idle_timeout != self._idle_timeout:  # the watchdog may keep the old deadline
+            self._idle_timeout = idle_timeout
+            self._stop_watchdog()
         if body is None or isinstance(body, bytes):
             transport.write(head + body if body else head)
+            self._sent = True
         else:
             transport.write(head)
             await self._send_stream(body, chunked)
         if self.response is None:
             self._last_byte = self._loop.time()
-            await self._wait()
+            await self._progress()
         if self._error is not None:  # it broke in the same breath as its head
             raise self._error
         assert self.response is not None
         return self.response
 
     async def _send_stream(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+        """Send a streamed body, until its end or until the upstream answers or fails.
+
+        An upstream may answer before taking the whole body (a 401, a 413): the
+        connection is then closed after the answer (``_sent`` stays false), since
+        the rest of the body would otherwise be read as the next request.
+        """
         async for part in body:
             if self.response is not None or self._error is not None:
-                return  # the upstream answered (or failed) before the whole body was sent
+                return
             if not part:
                 continue
             transport = self.transport
@@ -295,15 +359,19 @@ class Connection(asyncio.Protocol):
                 raise UpstreamClosed("the upstream closed the connection")
             transport.write(b"%x\r\n%b\r\n" % (len(part), part) if chunked else part)
             if self._drain is not None:
-                await self._drain
+                # The upstream takes no more for now: wait, but not past the idle
+                # timeout, and not past its answer (which ends the upload).
+                async with asyncio.timeout(self._idle_timeout):
+                    await self._drain
         if chunked and self.transport is not None:
             self.transport.write(b"0\r\n\r\n")
+        self._sent = True
 
     async def take(self) -> bytes:
         """Body bytes that arrived, waiting for some; b"" at the end of the body."""
         while True:
             if self._body:
-                data = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
+                data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
                 self._body.clear()
                 self._backlog = 0
                 if self._paused and self.transport is not None:
@@ -312,20 +380,17 @@ class Connection(asyncio.Protocol):
                 return data
             if self.complete:
                 return b""
-            await self._wait()
+            await self._progress()
 
-    async def _wait(self) -> None:
-        """Wait for the parser to make progress (or fail the exchange)."""
+    def _progress(self) -> asyncio.Future[None]:
+        """A future the parser resolves when it makes progress, or fails with the exchange."""
         if self._error is not None:
             raise self._error
         waiter = self._waiter = self._loop.create_future()
         self._wait_since = self._loop.time()
         if self._watchdog is None:
             self._watchdog = self._loop.call_at(self._deadline(), self._check_idle)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
     def _deadline(self) -> float:
         return max(self._last_byte, self._wait_since) + self._idle_timeout
@@ -333,7 +398,7 @@ class Connection(asyncio.Protocol):
     def _check_idle(self) -> None:
         """The watchdog: fail a wait that has seen no upstream byte for the idle timeout."""
         self._watchdog = None
-        if self._waiter is None:
+        if self._waiter is None or self._waiter.done():  # nobody waits (or gave up)
             return
         deadline = self._deadline()
         if self._loop.time() >= deadline:
@@ -342,16 +407,17 @@ class Connection(asyncio.Protocol):
             self._watchdog = self._loop.call_at(deadline, self._check_idle)
 
     def _wake(self) -> None:
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
+        self._end_drain()
         if self.transport is not None:
             self.transport.abort()
 
@@ -359,6 +425,7 @@ class Connection(asyncio.Protocol):
         """Whether the exchange ended cleanly and the upstream keeps the connection open."""
         return (
             self.complete
+            and self._sent
             and self._error is None
             and self._method != "HEAD"
             and self.transport is not None
@@ -370,9 +437,10 @@ class Connection(asyncio.Protocol):
         """Back to the pool if it can carry another exchange, else closed."""
         if self.reusable():
             self._method, self._reason, self._headers = "", b"", []
+            self._framing = {}
             self._head_size = 0
             self.response = None
-            self.received = self.complete = False
+            self.received = self.complete = self._sent = False
             self._body.clear()
             self._backlog = 0
             if self._paused and self.transport is not None:
@@ -383,12 +451,15 @@ class Connection(asyncio.Protocol):
             self.close()
         self.pool.done()
 
-    def close(self) -> None:
-        """Close the connection (its exchange, if any, fails)."""
-        self._method = ""
+    def _stop_watchdog(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+
+    def close(self) -> None:
+        """Close the connection (its exchange, if any, fails)."""
+        self._method = ""
+        self._stop_watchdog()
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
@@ -532,6 +603,10 @@ class Pool:
             self._sweeper.cancel()
         for connection in list(self._open):
             connection.close()
+
+
+async def _nothing() -> bytes:
+    return b""
 
 
 def _replayable(method: str, body: bytes | AsyncIterable[bytes] | None) -> bool:
