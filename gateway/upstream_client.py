@@ -43,9 +43,8 @@ _NO_BODY_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
 _FRAMING = {b"content-length": "length", b"transfer-encoding": "coding"}
 # The largest answer head accepted (nginx: 4-8 KiB, aiohttp: 8 KiB per line).
 MAX_HEAD_SIZE = 64 * 1024
-# The reader's backlog at which the upstream is paused, and below which it resumes.
+# The reader's backlog at which the upstream is paused (it resumes when the reader takes it).
 _HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
 
 
 class UpstreamConnectError(Exception):
@@ -151,6 +150,7 @@ class Connection(asyncio.Protocol):
         "_parser",
         "_paused",
         "_reason",
+        "_sender",
         "_sent",
         "_wait_since",
         "_waiter",
@@ -188,6 +188,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self.complete = False
         self._sent = False  # the whole request went out
+        self._sender: asyncio.Task[None] | None = None  # sending a streamed body
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._wait_since = 0.0
@@ -333,14 +334,27 @@ class Connection(asyncio.Protocol):
             self._sent = True
         else:
             transport.write(head)
-            await self._send_stream(body, chunked)
+            # The body goes out beside the wait for the answer: an upstream may
+            # answer (a 401, a 413) before it has taken all of it.
+            self._sender = self._loop.create_task(self._send_stream(body, chunked))
+            self._sender.add_done_callback(self._sender_done)
         if self.response is None:
             self._last_byte = self._loop.time()
             await self._progress()
+        if self._sender is not None:  # answered before the whole body went out: stop it
+            self._sender.cancel()
+            self._sender = None
         if self._error is not None:  # it broke in the same breath as its head
             raise self._error
         assert self.response is not None
         return self.response
+
+    def _sender_done(self, sender: asyncio.Task[None]) -> None:
+        """A streamed body that failed (the client's, or the upstream stopped taking it)."""
+        if self._sender is sender:
+            self._sender = None
+        if not sender.cancelled() and sender.exception() is not None:
+            self._fail(sender.exception() or UpstreamClosed("the body could not be sent"))
 
     async def _send_stream(self, body: AsyncIterable[bytes], chunked: bool) -> None:
         """Send a streamed body, until its end or until the upstream answers or fails.
@@ -460,6 +474,9 @@ class Connection(asyncio.Protocol):
         """Close the connection (its exchange, if any, fails)."""
         self._method = ""
         self._stop_watchdog()
+        if self._sender is not None:
+            self._sender.cancel()
+            self._sender = None
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
@@ -487,7 +504,8 @@ class Pool:
         self.host = origin.raw_host or ""
         self.port = origin.port or DEFAULT_PORTS.get(self.scheme, 80)
         self._proxy = make_proxy(proxy) if proxy is not None else None
-        self._tls = tls if self.scheme == "https" else None
+        # (Never plain text to an https origin, whatever the caller passed.)
+        self._tls = (tls or ssl.create_default_context()) if self.scheme == "https" else None
         self._keepalive_timeout = keepalive_timeout
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[Connection] = []
@@ -561,8 +579,10 @@ class Pool:
                     connection.connection_made(transport)
         except (ProxyConnectionError, ProxyTimeoutError, ProxyError):
             raise  # the proxy's own failure, told apart by the forwarder
+        except TimeoutError:
+            raise  # (an OSError too) the forwarder answers it 504, not 502
         except OSError as exc:
-            raise UpstreamConnectError(str(exc)) from exc
+            raise UpstreamConnectError(str(exc) or type(exc).__name__) from exc
         self._open.add(connection)
         return connection
 
