@@ -1,6 +1,6 @@
 """The forwarder: the only code that talks to upstreams.
 
-It keeps one pool of kept-alive connections (`gateway.upstream_client`) per
+It keeps one pool of kept-alive connections (`gateway.upstream_pool`) per
 upstream origin and outbound proxy, sends the request an `Exchange` describes,
 and maps network failures to the gateway's errors: a refused connection is
 502, a timeout before the response head 504.  Responses are never
@@ -26,16 +26,13 @@ from gateway.config import UpstreamConfig, redact_url
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.plugin import Exchange
 from gateway.upstream_client import (
-    DEFAULT_PORTS,
-    PROXY_TYPES,
     BadRequestHead,
-    Pool,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamResponse,
-    proxy_rdns,
     request_head,
 )
+from gateway.upstream_pool import DEFAULT_PORTS, PROXY_TYPES, Pool, proxy_rdns
 
 # The proxy failures of both python-socks (the forwarder) and aiohttp-socks (plugins).
 _PROXY_TIMEOUTS = (python_socks.ProxyTimeoutError, aiohttp_socks.ProxyTimeoutError)

@@ -29,13 +29,13 @@ from yarl import URL
 from gateway.upstream_client import (
     MAX_HEAD_SIZE,
     BadRequestHead,
-    Pool,
     UpstreamClosed,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamResponse,
     request_head,
 )
+from gateway.upstream_pool import Pool
 from tests.proxies import ProxyServer, free_port
 
 # An upper bound for anything that should happen "at once": generous, never a measurement.

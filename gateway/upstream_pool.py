@@ -1,0 +1,201 @@
+"""Kept-alive connections to one upstream origin, directly or through a proxy.
+
+The forwarder keeps one `Pool` per upstream origin and outbound proxy; each
+request takes a connection (the newest idle one, else a new one), and gives it
+back when its answer was read to the end and the upstream keeps it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterable
+
+from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
+from python_socks.async_.asyncio.v2 import Proxy
+from yarl import URL
+
+from gateway.upstream_client import (
+    Connection,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamResponse,
+)
+
+PROXY_TYPES = {
+    "http": ProxyType.HTTP,
+    "https": ProxyType.HTTP,
+    "socks4": ProxyType.SOCKS4,
+    "socks5": ProxyType.SOCKS5,
+    "socks5h": ProxyType.SOCKS5,
+}
+DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
+# Bodies of requests that may be sent again on a fresh connection if a kept-alive
+# one turns out to have been closed by the upstream (RFC 9110 section 9.2.2).
+_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
+
+
+class Pool:
+    """Kept-alive connections to one origin, directly or through one proxy.
+
+    At most ``limit`` connections are in use at once; a request beyond waits
+    for one.  Idle connections are reused newest first and closed after
+    ``keepalive_timeout`` seconds unused.
+    """
+
+    def __init__(
+        self,
+        origin: URL,
+        proxy: str | None,
+        limit: int,
+        keepalive_timeout: float,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.scheme = origin.scheme
+        self.host = origin.raw_host or ""
+        self.port = origin.port or DEFAULT_PORTS.get(self.scheme, 80)
+        self._proxy = make_proxy(proxy) if proxy is not None else None
+        # (Never plain text to an https origin, whatever the caller passed.)
+        self._tls = (tls or ssl.create_default_context()) if self.scheme == "https" else None
+        self._keepalive_timeout = keepalive_timeout
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: list[Connection] = []
+        self._open: set[Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = self.port == DEFAULT_PORTS.get(self.scheme)
+        self.host_header = host if default else f"{host}:{self.port}"
+
+    async def request(
+        self,
+        method: str,
+        head: bytes,
+        body: bytes | AsyncIterable[bytes] | None,
+        chunked: bool,
+        connect_timeout: float,
+        idle_timeout: float,
+    ) -> UpstreamResponse:
+        """Send one request; the answer holds its connection until released or closed."""
+        await self._slots.acquire()
+        connection = self._take_idle()
+        try:
+            if connection is not None:
+                try:
+                    return await connection.exchange(method, head, body, chunked, idle_timeout)
+                except UpstreamClosed:
+                    connection.close()
+                    # A kept-alive connection the upstream had just closed: the request
+                    # never reached it, or was idempotent.  Send it once more on a new one.
+                    if connection.received or not _replayable(method, body):
+                        raise
+            connection = await self._connect(connect_timeout)
+            return await connection.exchange(method, head, body, chunked, idle_timeout)
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            self._slots.release()
+            raise
+
+    def _take_idle(self) -> Connection | None:
+        """The newest idle connection still open and within the keep-alive timeout."""
+        now = self.loop.time()
+        while self._idle:
+            connection = self._idle.pop()
+            connection.pooled = False
+            fresh = now - connection.idle_since < self._keepalive_timeout
+            if fresh and connection.transport is not None and not connection.transport.is_closing():
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, timeout: float) -> Connection:
+        connection = Connection(self)
+        try:
+            async with asyncio.timeout(timeout):
+                if self._proxy is None:
+                    await self.loop.create_connection(
+                        lambda: connection,
+                        self.host,
+                        self.port,
+                        ssl=self._tls,
+                        server_hostname=self.host if self._tls else None,
+                    )
+                else:
+                    stream = await self._proxy.connect(
+                        dest_host=self.host, dest_port=self.port, dest_ssl=self._tls
+                    )
+                    transport = stream.writer.transport
+                    connection._keep = stream.writer
+                    transport.set_protocol(connection)
+                    connection.connection_made(transport)
+        except (ProxyConnectionError, ProxyTimeoutError, ProxyError):
+            raise  # the proxy's own failure, told apart by the forwarder
+        except TimeoutError:
+            raise  # (an OSError too) the forwarder answers it 504, not 502
+        except OSError as exc:
+            raise UpstreamConnectError(str(exc) or type(exc).__name__) from exc
+        self._open.add(connection)
+        return connection
+
+    def put_back(self, connection: Connection) -> None:
+        """A connection done with its exchange, kept for the next."""
+        connection.idle_since = self.loop.time()
+        connection.pooled = True
+        self._idle.append(connection)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._keepalive_timeout, self._sweep)
+
+    def done(self) -> None:
+        """An answer was released or closed: its request's slot is free."""
+        self._slots.release()
+
+    def forget(self, connection: Connection) -> None:
+        """A connection that closed."""
+        self._open.discard(connection)
+        if connection.pooled:  # (rare: an idle connection the upstream closed)
+            connection.pooled = False
+            self._idle.remove(connection)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for longer than the keep-alive timeout."""
+        self._sweeper = None
+        cutoff = self.loop.time() - self._keepalive_timeout
+        expired = [c for c in self._idle if c.idle_since <= cutoff]
+        self._idle = [c for c in self._idle if c.idle_since > cutoff]
+        for connection in expired:
+            connection.pooled = False
+            connection.close()
+        if self._idle:
+            self._sweeper = self.loop.call_later(self._keepalive_timeout, self._sweep)
+
+    def close(self) -> None:
+        """Close every connection, idle or in use."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self._open):
+            connection.close()
+
+
+def _replayable(method: str, body: bytes | AsyncIterable[bytes] | None) -> bool:
+    return method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
+
+
+def make_proxy(url: str) -> Proxy:
+    """A python-socks proxy for an ``http``, ``https``, ``socks4``, ``socks5(h)`` URL."""
+    parsed = URL(url)
+    scheme = parsed.scheme
+    return Proxy(
+        proxy_type=PROXY_TYPES[scheme],
+        host=parsed.host or "",
+        port=parsed.port or DEFAULT_PORTS[scheme],
+        username=parsed.user,
+        password=parsed.password,
+        rdns=proxy_rdns(scheme),
+        proxy_ssl=ssl.create_default_context() if scheme == "https" else None,
+    )
+
+
+def proxy_rdns(scheme: str) -> bool | None:
+    """socks5h asks the proxy to resolve names; socks5 resolves them here."""
+    return True if scheme == "socks5h" else (False if scheme == "socks5" else None)
