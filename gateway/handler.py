@@ -9,7 +9,6 @@ streams the answer back through the response hooks, chunk by chunk.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +33,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.headers import client_address, strip_hop_by_hop, upstream_request_headers
+from gateway.ids import new_id
 from gateway.pipeline import Pipeline
 from gateway.plugin import Exchange
 from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
@@ -164,7 +164,7 @@ def new_exchange(
             headers["X-Forwarded-For"] = chain
             headers["X-Forwarded-Proto"] = request.scheme
     given_id = request.headers.get("X-Request-ID", "")
-    request_id = given_id if _REQUEST_ID.fullmatch(given_id) else os.urandom(12).hex()
+    request_id = given_id if _REQUEST_ID.fullmatch(given_id) else new_id()
     return Exchange(
         request=request,
         route_name=match.name,

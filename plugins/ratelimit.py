@@ -9,7 +9,6 @@ counts from `plugins.ratelimit_tokens`.
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import attrs
 import structlog
@@ -17,6 +16,7 @@ import structlog
 from gateway.config import GatewayConfig, redact_url
 from gateway.context import GatewayContext
 from gateway.errors import ServiceUnavailable
+from gateway.ids import new_id
 from gateway.plugin import Exchange, Plugin, SSEEvent
 from plugins.ratelimit_answers import limit_headers, most_constraining, rejection
 from plugins.ratelimit_config import RateLimitConfig
@@ -152,7 +152,7 @@ class RateLimit(Plugin):
         )
         if not checks:
             return
-        admission = _Admission(checks, secrets.token_hex(8))
+        admission = _Admission(checks, new_id())
         ex.state[_ADMISSION] = admission
         try:
             if self.store_kind == "memory":
