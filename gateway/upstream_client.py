@@ -39,6 +39,22 @@ MAX_HEAD_SIZE = 64 * 1024
 _HIGH_WATER = 256 * 1024
 
 
+#: Header names seen, decoded once: the same few names come in every answer, and an
+#: open stream then shares them rather than holding its own copies.
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 1024
+
+
+def header_name(raw: bytes) -> str:
+    """A header name as text, the same string object each time it is seen."""
+    name = _NAMES.get(raw)
+    if name is None:
+        name = raw.decode("utf-8", "surrogateescape")
+        if len(_NAMES) < _MAX_NAMES:  # (bounded: an upstream may invent names)
+            _NAMES[raw] = name
+    return name
+
+
 class UpstreamConnectError(Exception):
     """No connection could be made to the upstream (refused, unreachable, unknown name)."""
 
@@ -261,9 +277,7 @@ class Connection(asyncio.Protocol):
         framing = _FRAMING.get(name.lower())
         if framing is not None:  # (llhttp has checked them: one length, digits, not both)
             self._framing[framing] = value
-        self._headers.append(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        )
+        self._headers.append((header_name(name), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
