@@ -104,8 +104,8 @@ def run_notes(pin: bool, nofile: int, settings: Settings) -> list[str]:
         "gateway: default is the shipped `config.toml`, whose global pipeline is "
         + " > ".join(f"`{n}`" for n in gateway_configs.shipped_pipeline())
         + "; every other gateway row is that config with one change. They all raise "
-        "`max_connections` to 20,000 per upstream (shipped: 256, which makes the 257th "
-        "concurrent stream wait for a free connection). Redis runs on the load CPU: its "
+        "`max_connections` to 20,000 per upstream (shipped: 10,000, which would make the "
+        "10,001st concurrent stream wait for a free connection). Redis runs on the load CPU: its "
         "CPU time is not in the target's figures.",
     ]
     biggest = max(settings.memory_counts, default=0)

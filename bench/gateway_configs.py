@@ -17,8 +17,8 @@ default config with one change, so that the rows differ in what their names say:
 
 Routes that ``skip`` or configure a plugin the variant no longer runs lose
 that skip or table (the config would be invalid otherwise).  Every upstream gets
-``max_connections = 20000``: the shipped 256 would queue the 257th open stream
-until another ends, and the memory probe holds 10,000 open at once.
+``max_connections = 20000``: the shipped 10,000 would queue the 10,001st open
+stream until another ends, and the memory probe holds 10,000 open at once.
 """
 
 from __future__ import annotations
