@@ -31,7 +31,14 @@ from bench.machine import machine_info
 from bench.measure import Measurer
 from bench.procs import LOAD_CPU, PROXY_CPU, Procs, can_pin, raise_nofile_limit
 from bench.records import Settings, TargetResult, run_settings
-from bench.targets import Launcher, Target, all_targets, start_redis, start_upstream
+from bench.targets import (
+    LATENCY_IN_TURNS,
+    Launcher,
+    Target,
+    all_targets,
+    start_redis,
+    start_upstream,
+)
 
 HERE = Path(__file__).resolve().parent
 OPTIONAL = frozenset({"litellm"})
@@ -137,7 +144,9 @@ def run_all(
         measurer = Measurer(launcher, settings, wrk, workdir)
         in_turns = [t for t in targets if t.throughput_only]
         alone = [t for t in targets if not t.throughput_only]
-        steps = len(alone) + bool(in_turns)
+        with_latency_turns = sum(t.key in LATENCY_IN_TURNS for t in alone) > 1
+        steps = len(alone) + bool(in_turns) + with_latency_turns
+        step = len(alone)
         for number, target in enumerate(alone, 1):
             print(f"[{number}/{steps}] {target.title}", flush=True)
             reason = skip_reason(target, settings.quick, redis_url)
@@ -152,6 +161,21 @@ def run_all(
             except Exception as exc:
                 print(f"  failed: {exc}", flush=True)
                 results.append(result_of(target, error=str(exc)))
+        by_key = {r.key: r for r in results}
+        latency_turns = [
+            t
+            for t in alone
+            if t.key in LATENCY_IN_TURNS and not (by_key[t.key].skipped or by_key[t.key].error)
+        ]
+        if with_latency_turns:
+            step += 1
+            print(f"[{step}/{steps}] latency of {len(latency_turns)} targets in turns", flush=True)
+        if with_latency_turns and len(latency_turns) > 1 and latency_turns[0].key == "direct":
+            try:
+                for key, wrk_result in measurer.latency_in_turns(latency_turns).items():
+                    by_key[key].latency_turns = wrk_result
+            except Exception as exc:  # the figures measured alone still stand
+                print(f"  failed: {exc}", flush=True)
         if in_turns:
             print(f"[{steps}/{steps}] {len(in_turns)} configs in turns", flush=True)
             try:

@@ -38,6 +38,14 @@ def p99(r: TargetResult) -> float | None:
     return r.unloaded.p99_us if r.unloaded else None
 
 
+def p50_in_turns(r: TargetResult) -> float | None:
+    return r.latency_turns.p50_us if r.latency_turns else None
+
+
+def p99_in_turns(r: TargetResult) -> float | None:
+    return r.latency_turns.p99_us if r.latency_turns else None
+
+
 def first_event(r: TargetResult) -> float | None:
     return r.sse.ttfe_us if r.sse else None
 
@@ -124,13 +132,17 @@ def goals(results: Mapping[str, TargetResult], events: int) -> list[Goal]:
             at_least=0.25,
         )
     ]
-    for name, figure, limit in (("p50", p50, 200.0), ("p99", p99, 500.0)):
-        value = added(results, DEFAULT, figure)
+    latency = (("p50", p50, p50_in_turns, 200.0), ("p99", p99, p99_in_turns, 500.0))
+    for name, alone, in_turns, limit in latency:
+        # Judged on the figures measured in turns when there are some: they hold still.
+        value, how = added(results, DEFAULT, in_turns), "in turns"
+        if value is None:
+            value, how = added(results, DEFAULT, alone), "one run"
         out.append(
             _goal(
                 f"added latency over direct, unloaded {name} ≤ {limit:.0f} µs",
                 value,
-                f"{value or 0:.0f} µs",
+                f"{value or 0:.0f} µs ({how})",
                 at_most=limit,
             )
         )

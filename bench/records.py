@@ -30,6 +30,9 @@ class Settings:
     #: Throughput-only targets: rounds of turns, and wrk seconds per turn.
     rounds: int = 1
     turn_seconds: float = 1.0
+    #: Latency in turns (direct, nginx, the main gateways): rounds, and wrk seconds per turn.
+    latency_rounds: int = 1
+    latency_seconds: float = 1.0
 
 
 @attrs.define
@@ -52,6 +55,8 @@ class TargetResult:
     memory: list[MemoryResult] = attrs.field(factory=list)
     profile: str | None = None  # py-spy's hottest frames (``--profile``)
     rps_median: float | None = None  # targets measured in turns: the median of the rounds
+    #: Unloaded latency measured in turns with direct and nginx: medians of the rounds.
+    latency_turns: WrkResult | None = None
 
 
 def run_settings(quick: bool, seconds: float | None, profile: bool, nofile: int) -> Settings:
@@ -69,6 +74,8 @@ def run_settings(quick: bool, seconds: float | None, profile: bool, nofile: int)
             profile=profile,
             rounds=1,
             turn_seconds=1,
+            latency_rounds=1,
+            latency_seconds=1,
         )
     return Settings(
         quick=False,
@@ -82,6 +89,8 @@ def run_settings(quick: bool, seconds: float | None, profile: bool, nofile: int)
         profile=profile,
         rounds=3,
         turn_seconds=3,
+        latency_rounds=5,
+        latency_seconds=3,
     )
 
 

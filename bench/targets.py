@@ -94,6 +94,10 @@ class Target:
     startup_timeout: float = 30.0
 
 
+#: The targets whose unloaded latency is measured again, in turns (direct first).
+LATENCY_IN_TURNS = ("direct", "nginx", "gw_bare", "gw_default", "gw_no_log")
+
+
 def all_targets() -> list[Target]:
     """Every target, in the order they run."""
     passthrough = openai_requests("sk-bench-client")

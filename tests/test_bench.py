@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.targets import all_targets
+from bench.targets import LATENCY_IN_TURNS, all_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = [tool for tool in ("wrk", "nginx", "redis-server") if shutil.which(tool) is None]
@@ -45,9 +45,11 @@ def test_quick_mode_measures_every_configuration() -> None:
             assert not rows  # the peer is skipped in quick mode, and said so
             assert "LiteLLM proxy (peer): skipped in --quick mode" in output
             continue
-        # Throughput, latency and SSE tables, plus the memory table when it is probed;
-        # a plugin alone (and their baseline) in the plugin table only.
-        expected = 1 if target.throughput_only else 3 + target.memory
+        # Throughput, latency and SSE tables, plus the memory table when it is probed,
+        # plus the latency-in-turns table for its targets; a plugin alone (and their
+        # baseline) in the plugin table only.
+        in_turns = target.key in LATENCY_IN_TURNS
+        expected = 1 if target.throughput_only else 3 + target.memory + in_turns
         assert len(rows) == expected, target.title
     # Quick mode prints the table; only the full run rewrites bench/README.md.
     assert (readme.read_text() if readme.exists() else None) == before
