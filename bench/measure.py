@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,6 +78,36 @@ class Measurer:
             result.memory += [self.memory(target, count) for count in counts]
         return result
 
+    def in_turns(
+        self,
+        targets: Sequence[Target],
+        rounds: int,
+        connections: int,
+        turn: Callable[[Target, Running], T],
+    ) -> dict[str, list[T]]:
+        """Start every target, then give each a ``turn`` per round; stop them all.
+
+        Each round starts one further along, so no target always goes first; the
+        warm-up runs wrk with ``connections`` for a second.
+        """
+        runs: dict[str, list[T]] = {t.key: [] for t in targets}
+        started: list[tuple[Target, Running]] = []
+        try:
+            for target in targets:
+                running = self.launcher.start(target)
+                started.append((target, running))
+                if self.settings.warmup:
+                    self.wrk_run(target, running, connections, 1)
+            for number in range(rounds):
+                turn_order = started[number % len(started) :] + started[: number % len(started)]
+                for target, running in turn_order:
+                    runs[target.key].append(turn(target, running))
+                self.log(f"  round {number + 1}/{rounds} done")
+        finally:
+            for _, running in started:
+                self.launcher.stop(running)
+        return runs
+
     def measure_in_turns(self, targets: Sequence[Target]) -> list[TargetResult]:
         """Throughput of several targets running at once, measured in turns.
 
@@ -86,26 +116,14 @@ class Measurer:
         one turn of each target rather than on all of one target's.
         """
         settings = self.settings
-        runs: dict[str, list[tuple[WrkResult, float]]] = {t.key: [] for t in targets}
-        started: list[tuple[Target, Running]] = []
-        try:
-            for target in targets:
-                running = self.launcher.start(target)
-                started.append((target, running))
-                if settings.warmup:
-                    self.wrk_run(target, running, 50, 1)
-            for number in range(settings.rounds):
-                # Each round starts one further along, so no target always goes first.
-                turn_order = started[number % len(started) :] + started[: number % len(started)]
-                for target, running in turn_order:
-                    cpu_before = cpu_seconds(running.pid)
-                    turn = self.wrk_run(target, running, 50, settings.turn_seconds)
-                    cpu = cpu_seconds(running.pid) - cpu_before
-                    runs[target.key].append((turn, cpu * 1e6 / max(1, turn.requests)))
-                self.log(f"  round {number + 1}/{settings.rounds} done")
-        finally:
-            for _, running in started:
-                self.launcher.stop(running)
+
+        def turn(target: Target, running: Running) -> tuple[WrkResult, float]:
+            cpu_before = cpu_seconds(running.pid)
+            done = self.wrk_run(target, running, 50, settings.turn_seconds)
+            cpu = cpu_seconds(running.pid) - cpu_before
+            return done, cpu * 1e6 / max(1, done.requests)
+
+        runs = self.in_turns(targets, settings.rounds, 50, turn)
         results: list[TargetResult] = []
         for target in targets:
             done = runs[target.key]
@@ -135,24 +153,12 @@ class Measurer:
         target a short run, in an order that rotates, and each percentile is the
         median of the target's rounds.
         """
-        settings = self.settings
-        runs: dict[str, list[WrkResult]] = {t.key: [] for t in targets}
-        started: list[tuple[Target, Running]] = []
-        try:
-            for target in targets:
-                running = self.launcher.start(target)
-                started.append((target, running))
-                if settings.warmup:
-                    self.wrk_run(target, running, 1, 1)
-            for number in range(settings.latency_rounds):
-                turn_order = started[number % len(started) :] + started[: number % len(started)]
-                for target, running in turn_order:
-                    runs[target.key].append(
-                        self.wrk_run(target, running, 1, settings.latency_seconds)
-                    )
-        finally:
-            for _, running in started:
-                self.launcher.stop(running)
+        seconds = self.settings.latency_seconds
+
+        def turn(target: Target, running: Running) -> WrkResult:
+            return self.wrk_run(target, running, 1, seconds)
+
+        runs = self.in_turns(targets, self.settings.latency_rounds, 1, turn)
         medians = {}
         for target in targets:
             done = runs[target.key]

@@ -32,7 +32,7 @@ from gateway.upstream_client import (
     UpstreamResponse,
     request_head,
 )
-from gateway.upstream_pool import DEFAULT_PORTS, PROXY_TYPES, Pool, proxy_rdns
+from gateway.upstream_pool import Pool, proxy_settings
 
 # The proxy failures of both python-socks (the forwarder) and aiohttp-socks (plugins).
 _PROXY_TIMEOUTS = (python_socks.ProxyTimeoutError, aiohttp_socks.ProxyTimeoutError)
@@ -60,19 +60,7 @@ def make_connector(
     """A connector that dials directly, or through an HTTP(S) or SOCKS proxy."""
     if proxy is None:
         return aiohttp.TCPConnector(limit=limit, keepalive_timeout=keepalive_timeout)
-    url = URL(proxy)
-    scheme = url.scheme
-    return ProxyConnector(
-        proxy_type=PROXY_TYPES[scheme],
-        host=url.host or "",
-        port=url.port or DEFAULT_PORTS[scheme],
-        username=url.user,
-        password=url.password,
-        rdns=proxy_rdns(scheme),
-        proxy_ssl=ssl.create_default_context() if scheme == "https" else None,
-        limit=limit,
-        keepalive_timeout=keepalive_timeout,
-    )
+    return ProxyConnector(**proxy_settings(proxy), limit=limit, keepalive_timeout=keepalive_timeout)
 
 
 class Forwarder:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterable
+from typing import Any
 
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
 from python_socks.async_.asyncio.v2 import Proxy
@@ -22,14 +23,14 @@ from gateway.upstream_client import (
     UpstreamResponse,
 )
 
-PROXY_TYPES = {
+_PROXY_TYPES = {
     "http": ProxyType.HTTP,
     "https": ProxyType.HTTP,
     "socks4": ProxyType.SOCKS4,
     "socks5": ProxyType.SOCKS5,
     "socks5h": ProxyType.SOCKS5,
 }
-DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
 # Bodies of requests that may be sent again on a fresh connection if a kept-alive
 # one turns out to have been closed by the upstream (RFC 9110 section 9.2.2).
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
@@ -54,7 +55,7 @@ class Pool:
         self.loop = asyncio.get_running_loop()
         self.scheme = origin.scheme
         self.host = origin.raw_host or ""
-        self.port = origin.port or DEFAULT_PORTS.get(self.scheme, 80)
+        self.port = origin.port or _DEFAULT_PORTS.get(self.scheme, 80)
         self._proxy = make_proxy(proxy) if proxy is not None else None
         # (Never plain text to an https origin, whatever the caller passed.)
         self._tls = (tls or ssl.create_default_context()) if self.scheme == "https" else None
@@ -64,7 +65,7 @@ class Pool:
         self._open: set[Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default = self.port == DEFAULT_PORTS.get(self.scheme)
+        default = self.port == _DEFAULT_PORTS.get(self.scheme)
         self.host_header = host if default else f"{host}:{self.port}"
 
     async def request(
@@ -183,19 +184,20 @@ def _replayable(method: str, body: bytes | AsyncIterable[bytes] | None) -> bool:
 
 def make_proxy(url: str) -> Proxy:
     """A python-socks proxy for an ``http``, ``https``, ``socks4``, ``socks5(h)`` URL."""
+    return Proxy(**proxy_settings(url))
+
+
+def proxy_settings(url: str) -> dict[str, Any]:
+    """What python-socks (and aiohttp-socks) need to know of a proxy URL."""
     parsed = URL(url)
     scheme = parsed.scheme
-    return Proxy(
-        proxy_type=PROXY_TYPES[scheme],
-        host=parsed.host or "",
-        port=parsed.port or DEFAULT_PORTS[scheme],
-        username=parsed.user,
-        password=parsed.password,
-        rdns=proxy_rdns(scheme),
-        proxy_ssl=ssl.create_default_context() if scheme == "https" else None,
-    )
-
-
-def proxy_rdns(scheme: str) -> bool | None:
-    """socks5h asks the proxy to resolve names; socks5 resolves them here."""
-    return True if scheme == "socks5h" else (False if scheme == "socks5" else None)
+    return {
+        "proxy_type": _PROXY_TYPES[scheme],
+        "host": parsed.host or "",
+        "port": parsed.port or _DEFAULT_PORTS[scheme],
+        "username": parsed.user,
+        "password": parsed.password,
+        # socks5h asks the proxy to resolve names; socks5 resolves them here.
+        "rdns": True if scheme == "socks5h" else (False if scheme == "socks5" else None),
+        "proxy_ssl": ssl.create_default_context() if scheme == "https" else None,
+    }
