@@ -160,6 +160,7 @@ class Connection(asyncio.Protocol):
         "_reason",
         "_sender",
         "_sent",
+        "_unparsed",
         "_wait_since",
         "_waiter",
         "_watchdog",
@@ -181,11 +182,12 @@ class Connection(asyncio.Protocol):
         self._idle_timeout = 0.0
         self.idle_since = 0.0
         self.pooled = False  # idle in its pool's list
-        # The exchange in progress.
+        # The exchange in progress (reset by `_new_exchange` for the next one).
         self._method = ""
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
-        self._head_size = 0
+        self._head_size = 0  # the head's headers, as parsed
+        self._unparsed = 0  # bytes read while no head was complete: bounds what llhttp holds
         self._framing: dict[str, bytes] = {}  # "length", "coding": what frames the body
         self._close_delimited = False
         self._keep_alive = False
@@ -223,8 +225,8 @@ class Connection(asyncio.Protocol):
             else:
                 self._fail(UpstreamProtocolError(f"malformed answer: {exc}"))
         if self.response is None:  # all of it was (interim) head: bound it
-            self._head_size += len(data)
-            if self._head_size > 2 * MAX_HEAD_SIZE:  # (counted twice: here and per header)
+            self._unparsed += len(data)
+            if self._unparsed > MAX_HEAD_SIZE:
                 self._fail(UpstreamProtocolError("the answer's head is too large"))
 
     def eof_received(self) -> bool:
@@ -282,7 +284,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue, 103): wait for the real one
-            self._reason, self._headers, self._framing = b"", [], {}
+            self._new_head()
             return
         coding = self._framing.get("coding")
         length = self._framing.get("length") if coding is None else None
@@ -456,20 +458,27 @@ class Connection(asyncio.Protocol):
     def release(self) -> None:
         """Back to the pool if it can carry another exchange, else closed."""
         if self.reusable():
-            self._method, self._reason, self._headers = "", b"", []
-            self._framing = {}
-            self._head_size = 0
-            self.response = None
-            self.received = self.complete = self._sent = False
-            self._body.clear()
-            self._backlog = 0
             if self._paused and self.transport is not None:
-                self._paused = False
                 self.transport.resume_reading()
+            self._new_exchange()
             self.pool.put_back(self)
         else:
             self.close()
         self.pool.done()
+
+    def _new_head(self) -> None:
+        """Forget a head: the next one is the answer (after an interim one)."""
+        self._reason, self._headers, self._framing = b"", [], {}
+        self._head_size = self._unparsed = 0
+
+    def _new_exchange(self) -> None:
+        """Forget the exchange that ended, for the next one on this connection."""
+        self._new_head()
+        self._method = ""
+        self.response = None
+        self.received = self.complete = self._sent = self._paused = False
+        self._body = []
+        self._backlog = 0
 
     def _stop_watchdog(self) -> None:
         if self._watchdog is not None:
