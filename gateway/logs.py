@@ -5,9 +5,9 @@ Lines are rendered once and written in blocks: info and debug lines wait up to
 gateway makes one write per block instead of one per request; warnings and
 errors are written at once, with whatever was pending before them.
 
-Hot paths (the access log) can skip structlog's processor chain with
-`write_json_line`, which renders the same line structlog would and queues it on
-the same writer.
+Hot paths (the access log) can skip structlog's processor chain: a format made
+once by `json_line_format` and filled by `write_json_line` gives the same line
+structlog would, queued on the same writer.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -129,29 +129,39 @@ def iso_utc_now() -> str:
     return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
 
-def write_json_line(level: str, event: str, fields: Mapping[str, str | int | float | None]) -> bool:
-    """Log one event as ``getattr(logger, level)(event, **fields)`` would, but faster.
+def json_line_format(keys: Sequence[str], event: str, level: str) -> str:
+    """The ``%``-format of the line structlog's JSON output writes for an event with these keys.
 
-    When the JSON set-up of `configure_logging` is in force, the line is the one
-    structlog would write (``fields`` in order, then ``event``, ``level`` and
-    ``timestamp``), rendered by one ``json.dumps`` and queued on the same writer,
-    so it keeps its place among the other lines.  ``level`` is one of
-    ``debug``, ``info``, ``warning``, ``error``; below the configured level
-    nothing is written.  Returns ``False``, having written nothing, when that
-    set-up is not in force (console format, logs being captured, structlog
-    configured otherwise) or a value is not plain JSON: then log through
-    structlog instead.
+    One ``%s`` slot per key, in order, for its value already written as JSON
+    (as ``json.dumps`` writes it), then ``event`` and ``level``, then a slot
+    that `write_json_line` fills with the timestamp.  Made once, filled per
+    line: a hot path (the access log) writes its line without structlog's
+    processor chain or a ``json.dumps`` of a dict.
+    """
+    own = {"event": event, "level": level}
+    if not own.keys().isdisjoint(keys) or "timestamp" in keys:
+        raise ValueError("event, level and timestamp are the line's own keys")
+    slots = [json.dumps(key).replace("%", "%%") + ": %s" for key in keys]
+    tail = json.dumps(own)[1:-1].replace("%", "%%") + ', "timestamp": "%s"'
+    return "{" + ", ".join([*slots, tail]) + "}"
+
+
+def write_json_line(level: str, line_format: str, values: tuple[str, ...]) -> bool:
+    """Write ``line_format`` (from `json_line_format`) filled with ``values`` and the time.
+
+    The line is the one structlog would write for the same event, and is
+    queued on the same writer, so it keeps its place among the other lines.
+    ``level`` is the one in the format, one of ``debug``, ``info``,
+    ``warning``, ``error``; below the configured level nothing is written.
+    Returns ``False``, having written nothing, when the JSON set-up of
+    `configure_logging` is not in force (console format, logs being captured,
+    structlog configured otherwise): then log through structlog instead.
     """
     setup = _JSON
     if setup is None or not setup.in_force():
         return False
-    if _LEVELS[level] < setup.level:
-        return True
-    try:
-        line = json.dumps({**fields, "event": event, "level": level, "timestamp": iso_utc_now()})
-    except TypeError:  # not a str, int, float or None: structlog's renderer copes
-        return False
-    getattr(setup.writer, level)(line)
+    if _LEVELS[level] >= setup.level:
+        getattr(setup.writer, level)(line_format % (*values, iso_utc_now()))
     return True
 
 

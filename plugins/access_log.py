@@ -8,20 +8,40 @@ follows a request through every log.
 from __future__ import annotations
 
 import functools
+import json
 import time
+from json.encoder import encode_basestring_ascii as quote
 from typing import Literal
 
 import attrs
 import structlog
 
 from gateway.config import redact_url
-from gateway.logs import write_json_line
+from gateway.logs import json_line_format, write_json_line
 from gateway.plugin import Exchange, Plugin
 
 logger = structlog.get_logger("gateway.access")
 
 #: ``redact_url`` remembered: the proxies are few (they come from the config) and parsing is dear.
 _redact_proxy = functools.lru_cache(maxsize=256)(redact_url)
+
+#: An access line's fields, in order; ``error`` follows when there was one.
+FIELDS = (
+    "request_id",
+    "method",
+    "path",
+    "route",
+    "status",
+    "upstream_status",
+    "duration_ms",
+    "ttfb_ms",
+    "bytes_in",
+    "bytes_out",
+    "client_ip",
+    "identity",
+    "upstream",
+    "proxy",
+)
 
 
 class AccessLog(Plugin):
@@ -37,6 +57,8 @@ class AccessLog(Plugin):
         super().__init__(config)
         self.header = config.request_id_header
         self.level = config.level
+        self.line = json_line_format(FIELDS, "request", self.level)
+        self.line_with_error = json_line_format((*FIELDS, "error"), "request", self.level)
 
     async def on_request(self, ex: Exchange) -> None:
         ex.upstream_headers[self.header] = ex.request_id
@@ -46,32 +68,45 @@ class AccessLog(Plugin):
             ex.response_headers[self.header] = ex.request_id
 
     async def on_complete(self, ex: Exchange, error: BaseException | None) -> None:
-        now = time.perf_counter()
-        fields: dict[str, str | int | float | None] = {
-            "request_id": ex.request_id,
-            "method": ex.method,
-            "path": ex.path,
-            "route": ex.route_name,
-            "status": ex.status,
-            "upstream_status": ex.upstream_status,
-            "duration_ms": round((now - ex.started) * 1000, 2),
-            "ttfb_ms": round((ex.first_byte_at - ex.started) * 1000, 2)
-            if ex.first_byte_at
-            else None,
-            "bytes_in": ex.bytes_in,
-            "bytes_out": ex.bytes_out,
-            "client_ip": ex.client_ip,
-            "identity": ex.identity.name if ex.identity is not None else None,
-            "upstream": ex.upstream.name if ex.upstream is not None else None,
-            # SECURITY: proxy URLs may carry credentials.
-            "proxy": _redact_proxy(ex.proxy) if ex.proxy else None,
-        }
-        if error is not None:
-            fields["error"] = describe_error(error)
-        # Straight to the JSON output when it is in force (a few µs instead of
-        # structlog's processor chain); the same line through structlog otherwise.
-        if not write_json_line(self.level, "request", fields):
+        values = json_values(ex, time.perf_counter())
+        if error is None:
+            line = self.line
+        else:
+            line = self.line_with_error
+            values += (quote(describe_error(error)),)
+        # Straight to the JSON output when it is in force (one %-format instead of
+        # structlog's processor chain); the same fields through structlog otherwise.
+        if not write_json_line(self.level, line, values):
+            fields = dict(zip((*FIELDS, "error"), map(json.loads, values), strict=False))
             getattr(logger, self.level)("request", **fields)
+
+
+def json_values(ex: Exchange, now: float) -> tuple[str, ...]:
+    """The values of an access line's `FIELDS`, each as ``json.dumps`` writes it."""
+    first_byte_at = ex.first_byte_at
+    identity = ex.identity
+    upstream = ex.upstream
+    return (
+        quote(ex.request_id),
+        quote(ex.method),
+        quote(ex.path),
+        quote(ex.route_name),
+        json_int(ex.status),
+        json_int(ex.upstream_status),
+        f"{(now - ex.started) * 1000:.2f}",  # milliseconds
+        f"{(first_byte_at - ex.started) * 1000:.2f}" if first_byte_at else "null",
+        f"{ex.bytes_in:d}",
+        f"{ex.bytes_out:d}",
+        quote(ex.client_ip),
+        quote(identity.name) if identity is not None else "null",
+        quote(upstream.name) if upstream is not None else "null",
+        # SECURITY: proxy URLs may carry credentials.
+        quote(_redact_proxy(ex.proxy)) if ex.proxy else "null",
+    )
+
+
+def json_int(value: int | None) -> str:
+    return "null" if value is None else f"{value:d}"
 
 
 def describe_error(error: BaseException) -> str:

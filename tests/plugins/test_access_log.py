@@ -126,6 +126,7 @@ async def test_json_lines_go_straight_to_the_output(serve_app, start_gateway, ou
     flush_logs()
     (line,) = requests_logged([json.loads(text) for text in output.getvalue().splitlines()])
     assert line["request_id"] == "rid-2" and line["level"] == "info"
+    assert list(line) == [*plugins.access_log.FIELDS, "event", "level", "timestamp"]
 
 
 @pytest.mark.parametrize(
