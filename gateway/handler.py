@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
 import structlog
 from aiohttp import HttpVersion10, HttpVersion11, web
-from multidict import CIMultiDict
+from multidict import istr
 from yarl import URL
 
 from gateway.body import idle_limited
@@ -34,7 +34,7 @@ from gateway.errors import (
 )
 from gateway.headers import client_address, strip_hop_by_hop, upstream_request_headers
 from gateway.ids import new_id
-from gateway.pipeline import Pipeline
+from gateway.pipeline import BodyFilter, Pipeline
 from gateway.plugin import Exchange
 from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
 from gateway.runtime import Runtime
@@ -49,6 +49,8 @@ _SMALL_BODY = 256 * 1024
 # Answers up to this size, of known length, that no body hook wants, go out in one write.
 _SMALL_ANSWER = 64 * 1024
 _MAX_ATTEMPTS = 8
+# (istr: a CIMultiDict keeps an istr copy of a plain str key once iterated.)
+_X_ACCEL_BUFFERING = istr("X-Accel-Buffering")
 _HTTP_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
 # How reading an upstream body fails: it broke off (OSError), went idle (TimeoutError,
 # an OSError too) or broke HTTP.
@@ -63,17 +65,22 @@ class Gateway:
         #: Set while shutting down: readiness checks then fail, so traffic moves away.
         self.draining = False
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    def handle(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        """The answer to ``request``, to be awaited (not a coroutine of its own:
+        one frame less held for as long as a stream is open)."""
         if request.path == "/healthz" and request.method in ("GET", "HEAD"):
-            if self.draining:
-                return web.json_response({"status": "draining"}, status=503)
-            return web.json_response({"status": "ok"})
-        runtime = self.runtime
-        runtime.enter()
-        try:
-            return await serve(runtime, request)
-        finally:
-            runtime.leave()
+            return self.health()
+        # aiohttp arms an idle timer when a connection opens and keeps it through its
+        # first request; a connection that carries a request is not idle, so free the
+        # timer now rather than hold it for the whole of a long stream (it is armed
+        # again when the answer is done).
+        request.protocol.keep_alive(True)
+        return serve(self.runtime, request)
+
+    async def health(self) -> web.StreamResponse:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ok"})
 
 
 def refuse_early(request: web.BaseRequest, runtime: Runtime) -> GatewayError | None:
@@ -98,38 +105,45 @@ def refuse_early(request: web.BaseRequest, runtime: Runtime) -> GatewayError | N
 
 
 async def serve(runtime: Runtime, request: web.BaseRequest) -> web.StreamResponse:
-    """Answer one request with ``runtime``."""
-    refusal = refuse_early(request, runtime)
-    if refusal is not None:
-        return refusal.response()
-    path = normalize_path(request.path)
-    match = runtime.router.match(request.method, path)
-    if match is None:
-        return NotFound(f"no route for {request.method} {path}").response()
-    expect = request.headers.get("Expect")
-    if expect is not None:
-        if expect.strip().lower() != "100-continue":
-            return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
-        if request.version == HttpVersion11 and request.body_exists:
-            # The request passed every check that needs no body: invite the client to send it.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    pipeline = runtime.pipelines[match.name]
-    ex = new_exchange(runtime, request, match, path)
-    response: web.StreamResponse | None = None
-    error: BaseException | None = None
+    """Answer one request with ``runtime``, counted in flight meanwhile (for reloads)."""
+    runtime.enter()
     try:
-        response, error = await run_exchange(runtime, pipeline, ex, match)
-        return response
-    except BaseException as exc:  # cancelled by a client disconnect, or a bug
-        error = exc
-        if isinstance(exc, Exception):
-            ex.log.exception("request failed", path=path)
-            response = GatewayError("the gateway failed to handle the request").response()
-            ex.status = response.status
-            return response
-        raise
+        refusal = refuse_early(request, runtime)
+        if refusal is not None:
+            return refusal.response()
+        path = normalize_path(request.path)
+        match = runtime.router.match(request.method, path)
+        if match is None:
+            return NotFound(f"no route for {request.method} {path}").response()
+        expect = request.headers.get("Expect")
+        if expect is not None:
+            if expect.strip().lower() != "100-continue":
+                return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
+            if request.version == HttpVersion11 and request.body_exists:
+                # The request passed every check that needs no body: invite the client to send it.
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        pipeline = runtime.pipelines[match.name]
+        ex = new_exchange(runtime, request, match, path)
+        error: BaseException | None = None
+        try:
+            answer, error = await run_exchange(runtime, pipeline, ex, match)
+            if isinstance(answer, UpstreamResponse):
+                # Streamed from here: no frame of run_exchange or forward is held
+                # for as long as the stream is open.
+                answer, error = await stream_back(pipeline, ex, answer)
+            return answer
+        except BaseException as exc:  # cancelled by a client disconnect, or a bug
+            error = exc
+            if isinstance(exc, Exception):
+                ex.log.exception("request failed", path=path)
+                response = GatewayError("the gateway failed to handle the request").response()
+                ex.status = response.status
+                return response
+            raise
+        finally:
+            await pipeline.run_complete(ex, error)
     finally:
-        await pipeline.run_complete(ex, error)
+        runtime.leave()
 
 
 def new_exchange(
@@ -183,8 +197,11 @@ def new_exchange(
 
 async def run_exchange(
     runtime: Runtime, pipeline: Pipeline, ex: Exchange, match: RouteMatch
-) -> tuple[web.StreamResponse, BaseException | None]:
-    """Run the pipeline and the upstream call; return the response and the error if any."""
+) -> tuple[web.StreamResponse | UpstreamResponse, BaseException | None]:
+    """Run the pipeline and the upstream call.
+
+    Returns the response, or the upstream's answer to `stream_back`, and the error if any.
+    """
     try:
         response, index, error = await pipeline.run_request(ex)
         if response is not None:
@@ -232,8 +249,12 @@ async def request_body(ex: Exchange) -> tuple[bytes | AsyncIterator[bytes] | Non
 
 async def forward(
     runtime: Runtime, pipeline: Pipeline, ex: Exchange
-) -> tuple[web.StreamResponse, BaseException | None]:
-    """Call the upstream (again if a plugin asks and it is safe) and stream its answer."""
+) -> tuple[web.StreamResponse | UpstreamResponse, BaseException | None]:
+    """Call the upstream (again if a plugin asks and it is safe) until an answer is chosen.
+
+    Returns the upstream's answer, to stream back, or the response a response
+    hook put in its place; and the error, if any.
+    """
     data, replayable = await request_body(ex)
     while True:
         ex.can_retry = replayable and ex.attempts + 1 < _MAX_ATTEMPTS
@@ -246,6 +267,7 @@ async def forward(
             )
         ex.upstream_status = ex.status = upstream.status
         ex.response_headers = strip_hop_by_hop(upstream.header_list)
+        upstream.forget_headers()  # not held for the length of a stream
         try:
             replaced, error = await pipeline.run_response(ex)
         except BaseException:
@@ -255,7 +277,7 @@ async def forward(
             upstream.close()
             return replaced, error
         if not ex.retry_requested:
-            return await stream_back(pipeline, ex, upstream)
+            return upstream, None
         ex.retry_requested = False
         upstream.close()
         if replayable:
@@ -266,14 +288,7 @@ async def stream_back(
     pipeline: Pipeline, ex: Exchange, upstream: UpstreamResponse
 ) -> tuple[web.StreamResponse, BaseException | None]:
     """Stream the upstream's body to the client as it arrives, through the body hooks."""
-    assert ex.response_headers is not None
-    headers: CIMultiDict[str] = ex.response_headers
-    sse = headers.get("Content-Type", "").startswith("text/event-stream")
-    body_filter = pipeline.body_filter(ex, sse)
-    if body_filter is not None:
-        headers.popall("Content-Length", None)
-    if sse:
-        headers["X-Accel-Buffering"] = "no"
+    body_filter, sse = ready_head(pipeline, ex)
     length = upstream.content_length
     if body_filter is None and not sse and length is not None and length <= _SMALL_ANSWER:
         return await answer_whole(ex, upstream)
@@ -311,6 +326,23 @@ async def stream_back(
         return out.response or web.StreamResponse(status=499), exc
     finally:
         upstream.close()  # unless released above: an answer not read to its end
+
+
+def ready_head(pipeline: Pipeline, ex: Exchange) -> tuple[BodyFilter | None, bool]:
+    """The body hooks for the answer, and whether it is an event stream, its head made ready.
+
+    (A function of its own so that the stream's frame does not hold these headers:
+    the response copies them, and only its copy should live as long as the stream.)
+    """
+    headers = ex.response_headers
+    assert headers is not None
+    sse = headers.get("Content-Type", "").startswith("text/event-stream")
+    body_filter = pipeline.body_filter(ex, sse)
+    if body_filter is not None:
+        headers.popall("Content-Length", None)
+    if sse:
+        headers[_X_ACCEL_BUFFERING] = "no"
+    return body_filter, sse
 
 
 async def answer_whole(
@@ -359,6 +391,8 @@ class ClientStream:
             self.response = web.StreamResponse(
                 status=ex.status, reason=reason, headers=ex.response_headers
             )
+            # The response holds its own copy: keep that one only, for the length of the stream.
+            ex.response_headers = self.response.headers
             await self.response.prepare(ex.request)
         return self.response
 

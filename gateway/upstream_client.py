@@ -26,7 +26,7 @@ from collections.abc import AsyncIterable, Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 if TYPE_CHECKING:
     from gateway.upstream_pool import Pool  # (which makes the connections)
@@ -40,16 +40,18 @@ _HIGH_WATER = 256 * 1024
 
 
 #: Header names seen, decoded once: the same few names come in every answer, and an
-#: open stream then shares them rather than holding its own copies.
-_NAMES: dict[bytes, str] = {}
+#: open stream then shares them rather than holding its own copies.  They are
+#: ``istr``: a CIMultiDict keeps a case-insensitive copy of every plain ``str`` key
+#: the first time it is iterated (~50 bytes per header, for as long as a stream is open).
+_NAMES: dict[bytes, istr] = {}
 _MAX_NAMES = 1024
 
 
-def header_name(raw: bytes) -> str:
+def header_name(raw: bytes) -> istr:
     """A header name as text, the same string object each time it is seen."""
     name = _NAMES.get(raw)
     if name is None:
-        name = raw.decode("utf-8", "surrogateescape")
+        name = istr(raw.decode("utf-8", "surrogateescape"))
         if len(_NAMES) < _MAX_NAMES:  # (bounded: an upstream may invent names)
             _NAMES[raw] = name
     return name
@@ -99,6 +101,11 @@ class UpstreamResponse:
         if self._headers is None:
             self._headers = CIMultiDict(self.header_list)
         return self._headers
+
+    def forget_headers(self) -> None:
+        """Let the headers go (once copied: an open stream need not hold them)."""
+        self.header_list = []
+        self._headers = None
 
     def chunk(self) -> Awaitable[bytes]:
         """The body bytes that arrived since the last call (waiting for some); b"" at the end.
@@ -297,6 +304,7 @@ class Connection(asyncio.Protocol):
             self._headers,
             int(length) if length is not None else None,
         )
+        self._headers = []  # the answer's now: it may let them go before the stream ends
         # (Asked here: once the message is complete the parser has forgotten.)
         self._keep_alive = self._parser.should_keep_alive()
         if self._method == "HEAD":  # no body follows, whatever the head says

@@ -15,6 +15,7 @@ from typing import Literal
 
 import attrs
 import structlog
+from multidict import istr
 
 from gateway.config import redact_url
 from gateway.logs import json_line_format, write_json_line
@@ -55,7 +56,8 @@ class AccessLog(Plugin):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.header = config.request_id_header
+        # istr: a CIMultiDict keeps an istr copy of a plain str key once iterated.
+        self.header = istr(config.request_id_header)
         self.level = config.level
         self.line = json_line_format(FIELDS, "request", self.level)
         self.line_with_error = json_line_format((*FIELDS, "error"), "request", self.level)

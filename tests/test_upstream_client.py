@@ -23,7 +23,7 @@ import python_socks
 import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from gateway.upstream_client import (
@@ -305,6 +305,24 @@ async def test_sequential_requests_share_one_connection(
     assert answers == [(200, b"one"), (200, b"two"), (200, b"three")]
     assert len(upstream.peers) == 1
     assert [head.split(b" ")[1] for head, _ in upstream.peers[0].requests] == [b"/0", b"/1", b"/2"]
+
+
+async def test_header_names_are_shared_case_insensitive_keys(
+    raw_upstream: StartRaw, make_pool: MakePool
+) -> None:
+    # One object per name across answers, and an istr: a CIMultiDict built from
+    # them keeps no extra copy of each key when iterated (what an open stream holds).
+    upstream = await raw_upstream(keep_alive(ok(extra=b"X-Trace: 1\r\n")))
+    pool = make_pool(upstream.url)
+    names = []
+    for _ in range(2):
+        response = await send(pool)
+        names.append([name for name, _ in response.header_list])
+        await response.read()
+        response.release()
+    first, second = names
+    assert first == ["Content-Length", "X-Trace"]
+    assert all(a is b and isinstance(a, istr) for a, b in zip(first, second, strict=True))
 
 
 async def test_a_released_answer_leaves_its_connection_open_for_the_next(
