@@ -15,8 +15,9 @@ the reader as they come, pausing the upstream when the reader falls behind.
 
 Time-outs: ``connect_timeout`` bounds making a connection (through the proxy,
 TLS included); ``idle_timeout`` bounds every wait for the upstream's next byte,
-for the head and in the body.  One timer per connection checks the last time a
-byte arrived, rather than a timer per read.
+for the head and in the body.  The last time a byte arrived is checked at the
+deadline by the pool's `gateway.idle_watch.IdleWatch` (one timer for many
+connections), rather than by a timer per read.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class Connection(asyncio.Protocol):
         "_unparsed",
         "_wait_since",
         "_waiter",
-        "_watchdog",
+        "_watch_tick",
         "complete",
         "idle_since",
         "pool",
@@ -210,7 +211,8 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._wait_since = 0.0
         self._last_byte = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
+        #: The tick of the pool's idle watch this connection is due at, while watched.
+        self._watch_tick: int | None = None
         self._drain: asyncio.Future[None] | None = None
 
     # -- the transport's side -------------------------------------------------
@@ -242,6 +244,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended()
+        self._unwatch()
         self.transport = None
         self._end_drain()  # (the next write finds no transport)
         self.pool.forget(self)
@@ -342,9 +345,9 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             raise UpstreamClosed("the connection to the upstream is closed")
         self._method = method
-        if idle_timeout != self._idle_timeout:  # the watchdog may keep the old deadline
+        if idle_timeout != self._idle_timeout:  # the idle watch may keep the old deadline
             self._idle_timeout = idle_timeout
-            self._stop_watchdog()
+            self._unwatch()
         if body is None or isinstance(body, bytes):
             transport.write(head + body if body else head)
             self._sent = True
@@ -418,23 +421,24 @@ class Connection(asyncio.Protocol):
             raise self._error
         waiter = self._waiter = self._loop.create_future()
         self._wait_since = self._loop.time()
-        if self._watchdog is None:
-            self._watchdog = self._loop.call_at(self._deadline(), self._check_idle)
+        if self._watch_tick is None:
+            self._watch_tick = self.pool.idle_watch.watch(self, self._deadline())
         return waiter
 
     def _deadline(self) -> float:
         return max(self._last_byte, self._wait_since) + self._idle_timeout
 
-    def _check_idle(self) -> None:
-        """The watchdog: fail a wait that has seen no upstream byte for the idle timeout."""
-        self._watchdog = None
+    def check_idle(self) -> None:
+        """Fail a wait that has seen no upstream byte for the idle timeout (the pool's
+        idle watch calls this at the deadline it was given)."""
+        self._watch_tick = None
         if self._waiter is None or self._waiter.done():  # nobody waits (or gave up)
             return
         deadline = self._deadline()
         if self._loop.time() >= deadline:
             self._fail(TimeoutError("the upstream went idle"))
         else:
-            self._watchdog = self._loop.call_at(deadline, self._check_idle)
+            self._watch_tick = self.pool.idle_watch.watch(self, deadline)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -488,15 +492,15 @@ class Connection(asyncio.Protocol):
         self._body = []
         self._backlog = 0
 
-    def _stop_watchdog(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+    def _unwatch(self) -> None:
+        if self._watch_tick is not None:
+            self.pool.idle_watch.unwatch(self, self._watch_tick)
+            self._watch_tick = None
 
     def close(self) -> None:
         """Close the connection (its exchange, if any, fails)."""
         self._method = ""
-        self._stop_watchdog()
+        self._unwatch()
         if self._sender is not None:
             self._sender.cancel()
             self._sender = None

@@ -16,6 +16,7 @@ from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, Pr
 from python_socks.async_.asyncio.v2 import Proxy
 from yarl import URL
 
+from gateway.idle_watch import IdleWatch
 from gateway.upstream_client import (
     Connection,
     UpstreamClosed,
@@ -64,6 +65,7 @@ class Pool:
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self.idle_watch = IdleWatch(self.loop)
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = self.port == _DEFAULT_PORTS.get(self.scheme)
         self.host_header = host if default else f"{host}:{self.port}"
