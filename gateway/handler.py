@@ -108,20 +108,10 @@ async def serve(runtime: Runtime, request: web.BaseRequest) -> web.StreamRespons
     """Answer one request with ``runtime``, counted in flight meanwhile (for reloads)."""
     runtime.enter()
     try:
-        refusal = refuse_early(request, runtime)
-        if refusal is not None:
-            return refusal.response()
-        path = normalize_path(request.path)
-        match = runtime.router.match(request.method, path)
-        if match is None:
-            return NotFound(f"no route for {request.method} {path}").response()
-        expect = request.headers.get("Expect")
-        if expect is not None:
-            if expect.strip().lower() != "100-continue":
-                return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
-            if request.version == HttpVersion11 and request.body_exists:
-                # The request passed every check that needs no body: invite the client to send it.
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        admitted = await admit(runtime, request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        match, path = admitted
         pipeline = runtime.pipelines[match.name]
         ex = new_exchange(runtime, request, match, path)
         error: BaseException | None = None
@@ -144,6 +134,30 @@ async def serve(runtime: Runtime, request: web.BaseRequest) -> web.StreamRespons
             await pipeline.run_complete(ex, error)
     finally:
         runtime.leave()
+
+
+async def admit(
+    runtime: Runtime, request: web.BaseRequest
+) -> tuple[RouteMatch, str] | web.StreamResponse:
+    """The route and normalised path of ``request``, or the answer that refuses it.
+
+    Nothing has reached a plugin yet.  ``Expect: 100-continue`` is met here,
+    once every check that needs no body has passed.
+    """
+    refusal = refuse_early(request, runtime)
+    if refusal is not None:
+        return refusal.response()
+    path = normalize_path(request.path)
+    match = runtime.router.match(request.method, path)
+    if match is None:
+        return NotFound(f"no route for {request.method} {path}").response()
+    expect = request.headers.get("Expect")
+    if expect is not None:
+        if expect.strip().lower() != "100-continue":
+            return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
+        if request.version == HttpVersion11 and request.body_exists:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return match, path
 
 
 def new_exchange(

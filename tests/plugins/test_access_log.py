@@ -86,6 +86,17 @@ async def test_one_line_per_request_with_its_fields(serve_app, start_gateway, ca
     assert "sk-canary-secret" not in repr(logs)
 
 
+async def test_a_path_of_any_characters_is_logged_as_it_was_asked_for(
+    serve_app, start_gateway, capture
+):
+    gateway = await start_gateway(config(await serve_app(Upstream().app)))
+    with capture() as logs:
+        async with gateway.request("GET", "/caf%C3%A9/%22q%22%5C%25s%0A") as response:
+            await response.read()
+    (line,) = requests_logged(logs)
+    assert line["path"] == '/caf\u00e9/"q"\\%s\n'
+
+
 async def test_errors_are_logged_with_their_reason(serve_app, start_gateway, capture):
     gateway = await start_gateway(config(await serve_app(Upstream().app)))
     with capture() as logs:
