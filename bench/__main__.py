@@ -25,7 +25,7 @@ from types import FrameType
 
 import attrs
 
-from bench import gateway_configs, goals, litellm, nginx, profile, report
+from bench import gateway_configs, goals, instructions, litellm, nginx, profile, report
 from bench.load import find_wrk
 from bench.machine import machine_info
 from bench.measure import Measurer
@@ -42,6 +42,9 @@ from bench.targets import (
 
 HERE = Path(__file__).resolve().parent
 OPTIONAL = frozenset({"litellm"})
+#: Targets whose instructions per request are counted (when valgrind is installed),
+#: and their config variants: the access log's share of the default pipeline.
+INSTRUCTIONS_OF = {"gw_default": "default", "gw_no_log": "no_access_log"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -175,6 +178,15 @@ def run_all(
                 for key, wrk_result in measurer.latency_in_turns(latency_turns).items():
                     by_key[key].latency_turns = wrk_result
             except Exception as exc:  # the figures measured alone still stand
+                print(f"  failed: {exc}", flush=True)
+        counted = [r for r in results if r.key in INSTRUCTIONS_OF and not (r.skipped or r.error)]
+        if counted and not settings.quick and instructions.available():
+            print(f"instructions per request of {len(counted)} configs (callgrind)", flush=True)
+            try:
+                found = instructions.count([INSTRUCTIONS_OF[r.key] for r in counted])
+                for r in counted:
+                    r.instructions = found.get(INSTRUCTIONS_OF[r.key])
+            except Exception as exc:  # the wall-clock figures still stand
                 print(f"  failed: {exc}", flush=True)
         if in_turns:
             print(f"[{steps}/{steps}] {len(in_turns)} configs in turns", flush=True)

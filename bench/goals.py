@@ -162,20 +162,7 @@ def goals(results: Mapping[str, TargetResult], events: int) -> list[Goal]:
         )
     )
     out += memory_goals(default)
-    # In turns when measured so (robust to a noisy machine), else the sequential pair.
-    with_log, without = measured(results, "turns_default"), measured(results, "turns_no_log")
-    if with_log is None or without is None:
-        with_log, without = default, measured(results, "gw_no_log")
-    kept = _share(with_log, without, rps)
-    cost = None if kept is None else 1 - kept
-    out.append(
-        _goal(
-            "the access log costs ≤ 10 % of throughput",
-            cost,
-            f"{(cost or 0) * 100:.1f} %",
-            at_most=0.10,
-        )
-    )
+    out.append(access_log_goal(results, default))
     times = _share(default, peer, rps)
     out.append(
         _goal("≥ 10x the peer's (LiteLLM's) throughput", times, f"{times or 0:.1f}x", at_least=10)
@@ -191,6 +178,34 @@ def goals(results: Mapping[str, TargetResult], events: int) -> list[Goal]:
         )
     )
     return out
+
+
+def access_log_goal(results: Mapping[str, TargetResult], default: TargetResult | None) -> Goal:
+    """The access log's share of throughput: 1 - (with it / without it).
+
+    Judged on instructions per request when they were counted (they repeat to
+    ~0.5 %, where wall-clock throughput here swings by ±20 %), else on
+    throughput in turns, else on the sequential pair; the turns figure is shown too.
+    """
+    with_log, without = measured(results, "turns_default"), measured(results, "turns_no_log")
+    if with_log is None or without is None:
+        with_log, without = default, measured(results, "gw_no_log")
+    kept = _share(with_log, without, rps)
+    by_throughput = None if kept is None else 1 - kept
+    shown = f"{(by_throughput or 0) * 100:.1f} % of throughput"
+    logless = measured(results, "gw_no_log")
+    counted = _share(logless, default, lambda r: r.instructions)
+    if counted is None or default is None or logless is None:
+        return _goal(TEXT_ACCESS_LOG, by_throughput, shown, at_most=0.10)
+    cost = 1 - counted
+    detail = (
+        f"{cost * 100:.1f} % by instructions per request ({default.instructions:,} with it, "
+        f"{logless.instructions:,} without; {shown} in turns)"
+    )
+    return _goal(TEXT_ACCESS_LOG, cost, detail, at_most=0.10)
+
+
+TEXT_ACCESS_LOG = "the access log costs ≤ 10 % of throughput"
 
 
 def problems(results: Sequence[TargetResult], optional: frozenset[str]) -> list[str]:

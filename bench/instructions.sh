@@ -57,9 +57,9 @@ for variant in "$@"; do
   PIDS+=($GATEWAY)
   for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 1; done
   send "http://127.0.0.1:$PORT/v1/chat/completions" 300
-  callgrind_control -z "$GATEWAY" >/dev/null
+  callgrind_control -z "$GATEWAY" >/dev/null 2>&1
   send "http://127.0.0.1:$PORT/v1/chat/completions" "$REQUESTS"
-  callgrind_control -d "$GATEWAY" >/dev/null
+  callgrind_control -d "$GATEWAY" >/dev/null 2>&1
   sleep 1
   DUMP=$(ls -t "$WORK/$variant.out"* | head -1)
   TOTAL=$(awk '/^(summary|totals):/ {print $2; exit}' "$DUMP")

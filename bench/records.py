@@ -57,6 +57,8 @@ class TargetResult:
     rps_median: float | None = None  # targets measured in turns: the median of the rounds
     #: Unloaded latency measured in turns with direct and nginx: medians of the rounds.
     latency_turns: WrkResult | None = None
+    #: Instructions per request under callgrind (`bench.instructions`; full runs only).
+    instructions: int | None = None
 
 
 def run_settings(quick: bool, seconds: float | None, profile: bool, nofile: int) -> Settings:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.goals import access_log_goal
+from bench.records import TargetResult
 from bench.targets import LATENCY_IN_TURNS, all_targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +55,26 @@ def test_quick_mode_measures_every_configuration() -> None:
         assert len(rows) == expected, target.title
     # Quick mode prints the table; only the full run rewrites bench/README.md.
     assert (readme.read_text() if readme.exists() else None) == before
+
+
+def result(key: str, rps: float, instructions: int | None = None) -> TargetResult:
+    return TargetResult(
+        key, key, "gateway", rps_median=rps, throughput_only=True, instructions=instructions
+    )
+
+
+def test_the_access_log_is_judged_on_instructions_when_they_were_counted() -> None:
+    turns = {
+        "turns_default": result("turns_default", 800),
+        "turns_no_log": result("turns_no_log", 1000),
+    }
+    default, logless = result("gw_default", 900, 600_000), result("gw_no_log", 1000, 550_000)
+    counted = access_log_goal({**turns, "gw_no_log": logless}, default)
+    assert counted.status == "PASS"  # 1 - 550/600 = 8.3 %, though 20 % in turns
+    assert counted.detail.startswith("8.3 % by instructions per request (600,000 with it")
+    assert "20.0 % of throughput in turns" in counted.detail
+    default.instructions = logless.instructions = None
+    by_turns = access_log_goal({**turns, "gw_no_log": logless}, default)
+    assert (by_turns.status, by_turns.detail) == ("FAIL", "20.0 % of throughput")
+    alone = access_log_goal({"gw_no_log": logless}, result("gw_default", 950))
+    assert (alone.status, alone.detail) == ("PASS", "5.0 % of throughput")
