@@ -275,6 +275,7 @@ class Measurer:
                     lambda: rss_bytes(running.pid),
                     count,
                     target.open_timeout or settings.open_timeout,
+                    settings.settle,
                 )
 
         result = run_async(run())

@@ -23,6 +23,7 @@ class Settings:
     sse_events: int
     memory_counts: tuple[int, ...]
     open_timeout: float  # seconds allowed to open all streams of one memory probe
+    settle: float  # seconds the memory probe waits, all streams open, before reading
     #: Probe memory in a fresh process per stream count (else in the one just measured).
     fresh_memory: bool
     #: Sample each gateway with py-spy during its 50-connection run.
@@ -72,6 +73,7 @@ def run_settings(quick: bool, seconds: float | None, profile: bool, nofile: int)
             sse_events=200,
             memory_counts=(200,),
             open_timeout=20.0,
+            settle=0.1,
             fresh_memory=False,
             profile=profile,
             rounds=1,
@@ -87,6 +89,7 @@ def run_settings(quick: bool, seconds: float | None, profile: bool, nofile: int)
         sse_events=200,
         memory_counts=memory_counts(nofile),
         open_timeout=120.0,
+        settle=0.5,
         fresh_memory=True,
         profile=profile,
         rounds=3,

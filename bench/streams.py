@@ -135,8 +135,12 @@ async def hold_streams(
     rss: Callable[[], int],
     count: int,
     open_timeout: float,
+    settle: float = 0.5,
 ) -> MemoryResult:
-    """Hold ``count`` streams open through the target; measure its memory with them open."""
+    """Hold ``count`` streams open through the target; measure its memory with them open.
+
+    ``settle``: seconds to let the proxy settle, once all are open, before reading.
+    """
     started = time.monotonic()
     await control.mode(events=1, hold=True)
     rss_before = rss()
@@ -184,7 +188,7 @@ async def hold_streams(
         try:
             async with asyncio.timeout(open_timeout):
                 await all_open.wait()
-            await asyncio.sleep(0.5)  # let the proxy settle before reading its memory
+            await asyncio.sleep(settle)
         except TimeoutError:
             pass
         rss_open = rss()

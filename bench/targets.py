@@ -2,10 +2,12 @@
 
 Every target answers the same two requests, whose answers come from the same
 bench upstream: a small JSON chat completion (``POST /v1/chat/completions``)
-and a stream of server-sent events (the same with ``"stream": true``).  One
-extra row asks the default gateway go-chatgpt-api's own routes, whose pipeline
-adds ``rewrite``: ``GET /conversations`` (query defaults and bounds) and
-``POST /conversation`` (the body normalised).  The upstream answers every path
+and a stream of server-sent events (the same with ``"stream": true``).  A
+yardstick row is a bare aiohttp pass-through proxy (``bench.minimal_proxy``),
+the kind the issue's reference figures came from.  One extra row asks the
+default gateway go-chatgpt-api's own routes, whose pipeline adds ``rewrite``:
+``GET /conversations`` (query defaults and bounds) and ``POST /conversation``
+(the body normalised).  The upstream answers every path
 alike, so all rows share the same upstream cost and compare with ``direct``.
 Last, measured for throughput only, all running at once and in turns: each
 built-in plugin alone on the bare config, the bare config again (their
@@ -26,6 +28,7 @@ from bench import gateway_configs, litellm, nginx
 from bench.load import Request
 from bench.procs import LOAD_CPU, PROXY_CPU, Procs, free_port, wait_http, wait_tcp
 
+ROOT = Path(__file__).resolve().parents[1]
 JSON_HEADERS = (("Content-Type", "application/json"),)
 CHAT: dict[str, Any] = {
     "model": "gpt-3.5-turbo",
@@ -74,7 +77,7 @@ class Target:
 
     key: str  # short name, used in results and --only
     title: str  # the row's label
-    kind: str  # direct | nginx | gateway | litellm
+    kind: str  # direct | nginx | minimal | gateway | litellm
     json_request: Request
     sse_request: Request
     variant: str = ""  # the gateway config variant
@@ -95,7 +98,7 @@ class Target:
 
 
 #: The targets whose unloaded latency is measured again, in turns (direct first).
-LATENCY_IN_TURNS = ("direct", "nginx", "gw_bare", "gw_default", "gw_no_log")
+LATENCY_IN_TURNS = ("direct", "nginx", "aiohttp_min", "gw_bare", "gw_default", "gw_no_log")
 
 
 def all_targets() -> list[Target]:
@@ -115,6 +118,7 @@ def all_targets() -> list[Target]:
     return [
         Target("direct", "direct (upstream)", "direct", *passthrough),
         Target("nginx", "nginx", "nginx", *passthrough),
+        Target("aiohttp_min", "aiohttp pass-through (~40 lines)", "minimal", *passthrough),
         gateway("gw_bare", "gateway: bare (pipeline = [])", "bare"),
         gateway("gw_default", "gateway: default", "default"),
         gateway(
@@ -214,6 +218,10 @@ class Launcher:
             config = nginx.write_config(prefix, port, upstream_port, self.nofile)
             argv = nginx.nginx_argv(binary, prefix, config)
             env: dict[str, str] = {}
+        elif target.kind == "minimal":
+            argv = [sys.executable, "-m", "bench.minimal_proxy", "--port", str(port)]
+            argv += ["--upstream", self.upstream_url]
+            env = {}
         elif target.kind == "gateway":
             config_path = self.workdir / f"{target.variant}.toml"
             config_path.write_text(gateway_configs.gateway_config(target.variant, self.redis_url))
@@ -229,7 +237,9 @@ class Launcher:
             env = litellm.ENV
         else:
             raise ValueError(f"unknown target kind {target.kind!r}")
-        proc = self.procs.start(target.key, argv, cpu=PROXY_CPU, env=env, cwd=self.workdir)
+        # (The bench package is not installed: its own proxy starts from the checkout.)
+        cwd = ROOT if target.kind == "minimal" else self.workdir
+        proc = self.procs.start(target.key, argv, cpu=PROXY_CPU, env=env, cwd=cwd)
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_http(base_url + "/", target.startup_timeout, alive=lambda: proc.poll() is None)
@@ -248,7 +258,7 @@ def start_upstream(procs: Procs) -> tuple[str, int]:
     """Start the bench upstream on the load CPU; return its URL and pid."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
-    proc = procs.start("upstream", argv, cpu=LOAD_CPU, cwd=Path(__file__).resolve().parents[1])
+    proc = procs.start("upstream", argv, cpu=LOAD_CPU, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/_bench/stats", 20.0, alive=lambda: proc.poll() is None)
     return url, proc.pid
