@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.goals import access_log_goal
+from bench.goals import access_log_goal, goals
+from bench.load import WrkResult
 from bench.records import TargetResult
 from bench.targets import LATENCY_IN_TURNS, all_targets
 
@@ -78,3 +79,18 @@ def test_the_access_log_is_judged_on_instructions_when_they_were_counted() -> No
     assert (by_turns.status, by_turns.detail) == ("FAIL", "20.0 % of throughput")
     alone = access_log_goal({"gw_no_log": logless}, result("gw_default", 950))
     assert (alone.status, alone.detail) == ("PASS", "5.0 % of throughput")
+
+
+def test_the_latency_goals_show_what_the_aiohttp_pass_through_added() -> None:
+    def unloaded(key: str, p50: float) -> TargetResult:
+        return TargetResult(key, key, "x", unloaded=WrkResult(1, 100, 1.0, p50, 2 * p50, 0))
+
+    runs = {k: unloaded(k, p50) for k, p50 in [("direct", 100), ("gw_default", 800)]}
+    alone = [g.line() for g in goals(runs, 200)]
+    assert "**FAIL** added latency over direct, unloaded p50 ≤ 200 µs: 700 µs (one run)" in alone
+    runs["aiohttp_min"] = unloaded("aiohttp_min", 700)
+    beside = [g.line() for g in goals(runs, 200)]
+    assert (
+        "**FAIL** added latency over direct, unloaded p50 ≤ 200 µs: 700 µs (one run); "
+        "the aiohttp pass-through: 600 µs"
+    ) in beside
