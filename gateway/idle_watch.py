@@ -13,6 +13,10 @@ import asyncio
 import math
 from typing import Protocol
 
+import structlog
+
+logger = structlog.get_logger("gateway")
+
 #: Seconds between the times a deadline can be noticed at.
 TICK = 0.05
 
@@ -51,4 +55,7 @@ class IdleWatch:
 
     def _check(self, tick: int) -> None:
         for item in self._due.pop(tick, ()):
-            item.check_idle()
+            try:
+                item.check_idle()
+            except Exception:  # one failing check must not leave the others unchecked
+                logger.exception("idle check failed")

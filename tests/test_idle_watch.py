@@ -87,3 +87,20 @@ async def test_an_item_may_watch_again_from_its_check():
     watch.watch(item, loop.time() + 0.01)
     await asyncio.sleep(3 * (TICK + 0.01) + 0.1)
     assert len(item.checked_at) == 3
+
+
+async def test_a_failing_check_does_not_stop_the_others():
+    loop = asyncio.get_running_loop()
+    watch = IdleWatch(loop)
+
+    class Broken(Item):
+        def check_idle(self) -> None:
+            super().check_idle()
+            raise RuntimeError("broken")
+
+    deadline = loop.time() + 0.01
+    items = [Broken(loop), *(Item(loop) for _ in range(10)), Broken(loop)]
+    for item in items:
+        watch.watch(item, deadline)
+    await asyncio.sleep(TICK + 0.05)
+    assert all(len(item.checked_at) == 1 for item in items)
