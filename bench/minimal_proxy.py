@@ -18,6 +18,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+# Its own list, not gateway.headers': the yardstick shares no code with the gateway.
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway import logs
 from gateway.config import default_config_text
 from gateway.runtime import load_runtime
 from gateway.server import Service, make_socket
@@ -88,3 +91,14 @@ async def start_proxy() -> AsyncIterator[Callable[..., Awaitable[ProxyServer]]]:
     yield start
     for proxy in proxies:
         await proxy.stop()
+
+
+@pytest.fixture
+def log_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """What the process's log writer writes; structlog's config is restored afterwards."""
+    saved = structlog.get_config()
+    stream = io.StringIO()
+    monkeypatch.setattr(logs, "_WRITER", logs.BlockWriter(stream))
+    monkeypatch.setattr(logs, "_JSON", None)
+    yield stream
+    structlog.configure(**saved)

@@ -7,7 +7,6 @@ import io
 import json
 import re
 import time
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -45,17 +44,6 @@ def write(level: str, event: str, fields: dict[str, object]) -> bool:
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
 
 
-@pytest.fixture
-def output(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """What the process's log writer writes; structlog's config is restored afterwards."""
-    saved = structlog.get_config()
-    stream = io.StringIO()
-    monkeypatch.setattr(logs, "_WRITER", logs.BlockWriter(stream))
-    monkeypatch.setattr(logs, "_JSON", None)
-    yield stream
-    structlog.configure(**saved)
-
-
 def lines(stream: io.StringIO) -> list[str]:
     flush_logs()
     return stream.getvalue().splitlines()
@@ -69,24 +57,24 @@ def stamped(line: str) -> str:
 
 
 @pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
-def test_the_line_is_the_one_structlog_writes(output, level):
+def test_the_line_is_the_one_structlog_writes(log_output, level):
     configure_logging("debug", "json", cache=False)
     getattr(structlog.get_logger("t"), level)("request", **FIELDS)
     assert write(level, "request", FIELDS)
-    through_structlog, direct = lines(output)
+    through_structlog, direct = lines(log_output)
     assert stamped(direct) == stamped(through_structlog)  # same keys, order, values, spacing
     assert list(json.loads(direct)) == [*FIELDS, "event", "level", "timestamp"]
 
 
-async def test_lines_keep_their_order_and_warnings_go_out_at_once(output):
+async def test_lines_keep_their_order_and_warnings_go_out_at_once(log_output):
     configure_logging("info", "json", cache=False)
     log = structlog.get_logger("t")
     log.info("first")
     assert write("info", "second", {})
     log.info("third")
-    assert output.getvalue() == ""  # info lines wait for the block
+    assert log_output.getvalue() == ""  # info lines wait for the block
     assert write("warning", "fourth", {"n": 4})
-    assert [json.loads(line)["event"] for line in output.getvalue().splitlines()] == [
+    assert [json.loads(line)["event"] for line in log_output.getvalue().splitlines()] == [
         "first",
         "second",
         "third",
@@ -94,16 +82,16 @@ async def test_lines_keep_their_order_and_warnings_go_out_at_once(output):
     ]
 
 
-def test_levels_below_the_configured_one_are_not_written(output):
+def test_levels_below_the_configured_one_are_not_written(log_output):
     configure_logging("warning", "json", cache=False)
     assert write("info", "request", FIELDS)  # handled: filtered out
     assert write("debug", "request", FIELDS)
-    assert lines(output) == []
+    assert lines(log_output) == []
     assert write("warning", "request", FIELDS)
-    assert len(lines(output)) == 1
+    assert len(lines(log_output)) == 1
 
 
-def test_other_set_ups_are_left_to_structlog(output):
+def test_other_set_ups_are_left_to_structlog(log_output):
     assert not write("info", "request", FIELDS)  # not configured yet
     configure_logging("info", "console", cache=False)
     assert not write("info", "request", FIELDS)
@@ -114,7 +102,7 @@ def test_other_set_ups_are_left_to_structlog(output):
     assert write("info", "request", FIELDS)  # capture over: direct again
     structlog.configure(processors=[structlog.processors.JSONRenderer()])
     assert not write("info", "request", FIELDS)
-    assert len(lines(output)) == 1
+    assert len(lines(log_output)) == 1
 
 
 @pytest.mark.parametrize("key", ["event", "level", "timestamp"])

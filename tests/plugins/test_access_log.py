@@ -8,10 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
-from gateway import logs as gateway_logs
 from gateway.logs import configure_logging, flush_logs
 from tests.upstreams import Upstream
 
@@ -36,19 +34,8 @@ def requests_logged(logs: list[dict[str, object]]) -> list[dict[str, object]]:
     return [entry for entry in logs if entry["event"] == "request"]
 
 
-@pytest.fixture
-def output(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """What the process's log writer writes; structlog's config is restored afterwards."""
-    saved = structlog.get_config()
-    stream = io.StringIO()
-    monkeypatch.setattr(gateway_logs, "_WRITER", gateway_logs.BlockWriter(stream))
-    monkeypatch.setattr(gateway_logs, "_JSON", None)
-    yield stream
-    structlog.configure(**saved)
-
-
 @pytest.fixture(params=["json output", "structlog"])
-def capture(request: pytest.FixtureRequest, output: io.StringIO) -> Capture:
+def capture(request: pytest.FixtureRequest, log_output: io.StringIO) -> Capture:
     """Collects the log entries of a block: parsed from the JSON lines the process really
     writes (the access log's direct path), or as structlog's processors get them (the path
     of the console format, and of tests that capture logs)."""
@@ -61,7 +48,7 @@ def capture(request: pytest.FixtureRequest, output: io.StringIO) -> Capture:
         entries: list[dict[str, object]] = []
         yield entries
         flush_logs()
-        entries.extend(json.loads(line) for line in output.getvalue().splitlines())
+        entries.extend(json.loads(line) for line in log_output.getvalue().splitlines())
 
     return written
 
@@ -122,7 +109,9 @@ async def test_client_address_through_trusted_hops(serve_app, start_gateway, cap
     assert second["client_ip"] == "203.0.113.5"  # one trusted hop: the entry it appended
 
 
-async def test_json_lines_go_straight_to_the_output(serve_app, start_gateway, output, monkeypatch):
+async def test_json_lines_go_straight_to_the_output(
+    serve_app, start_gateway, log_output, monkeypatch
+):
     import plugins.access_log
 
     class Unused:
@@ -135,7 +124,7 @@ async def test_json_lines_go_straight_to_the_output(serve_app, start_gateway, ou
     async with gateway.request("GET", "/a", headers={"X-Request-ID": "rid-2"}):
         pass
     flush_logs()
-    (line,) = requests_logged([json.loads(text) for text in output.getvalue().splitlines()])
+    (line,) = requests_logged([json.loads(text) for text in log_output.getvalue().splitlines()])
     assert line["request_id"] == "rid-2" and line["level"] == "info"
     assert list(line) == [*plugins.access_log.FIELDS, "event", "level", "timestamp"]
 
@@ -145,7 +134,7 @@ async def test_json_lines_go_straight_to_the_output(serve_app, start_gateway, ou
     [("warning", "info", False), ("warning", "warning", True), ("info", "debug", False)],
 )
 async def test_the_configured_levels_are_respected(
-    serve_app, start_gateway, output, process_level, line_level, written
+    serve_app, start_gateway, log_output, process_level, line_level, written
 ):
     configure_logging(process_level, "json", cache=False)
     url = await serve_app(Upstream().app)
@@ -153,18 +142,18 @@ async def test_the_configured_levels_are_respected(
     async with gateway.request("GET", "/a"):
         pass
     if written:  # a warning is written at once, without waiting for the block
-        (line,) = requests_logged([json.loads(text) for text in output.getvalue().splitlines()])
+        (line,) = requests_logged([json.loads(text) for text in log_output.getvalue().splitlines()])
         assert line["level"] == "warning"
     else:
         flush_logs()
-        assert '"request"' not in output.getvalue()
+        assert '"request"' not in log_output.getvalue()
 
 
-async def test_the_console_format_still_gets_its_line(serve_app, start_gateway, output):
+async def test_the_console_format_still_gets_its_line(serve_app, start_gateway, log_output):
     configure_logging("info", "console", cache=False)
     gateway = await start_gateway(config(await serve_app(Upstream().app)))
     async with gateway.request("GET", "/a", headers={"X-Request-ID": "rid-3"}):
         pass
     flush_logs()
-    (line,) = [text for text in output.getvalue().splitlines() if "rid-3" in text]
+    (line,) = [text for text in log_output.getvalue().splitlines() if "rid-3" in text]
     assert "request" in line and "request_id=rid-3" in line and "status=200" in line
