@@ -48,12 +48,14 @@ async def test_items_due_in_the_same_tick_share_one_timer():
     loop = asyncio.get_running_loop()
     counting = CountingLoop(loop)
     watch = IdleWatch(counting)  # type: ignore[arg-type]
-    deadline = (int(loop.time() / TICK) + 2) * TICK  # a tick's own time: no rounding doubt
+    # Deadlines spread over the middle of one tick (away from its edges, where
+    # float rounding could put a deadline in the tick next to it).
+    start = (int(loop.time() / TICK) + 2) * TICK + 0.25 * TICK
     items = [Item(loop) for _ in range(100)]
-    for item in items:
-        watch.watch(item, deadline)
+    for n, item in enumerate(items):
+        watch.watch(item, start + n * 0.005 * TICK)
     assert counting.timers == 1
-    watch.watch(Item(loop), deadline + TICK)  # the next tick: a timer of its own
+    watch.watch(Item(loop), start + TICK)  # the next tick: a timer of its own
     assert counting.timers == 2
     await asyncio.sleep(3 * TICK + 0.05)
     assert all(len(item.checked_at) == 1 for item in items)
