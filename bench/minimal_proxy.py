@@ -47,7 +47,7 @@ async def serve(port: int, upstream: str) -> None:
 
     runner = web.ServerRunner(web.Server(handle, access_log=None))
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()  # as the gateway
     await asyncio.Event().wait()
 
 

@@ -120,14 +120,20 @@ class BenchUpstream:
         return web.json_response({"open": self.open, "events": self.events, "hold": self.hold})
 
 
+#: Connections queued for accepting: the kernel drops SYNs beyond it (a 1 s retry).
+BACKLOG = 4096
+
+
 async def serve(host: str, port: int) -> None:
     """Serve until cancelled (the runner ends this process with SIGTERM)."""
     upstream = BenchUpstream()
     server = web.Server(upstream.handle, access_log=None, handler_cancellation=True)
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
-    sock = socket.create_server((host, port), backlog=4096, reuse_port=False)
-    await web.SockSite(runner, sock).start()
+    sock = socket.create_server((host, port), backlog=BACKLOG, reuse_port=False)
+    # (aiohttp listens again with a backlog of 128 unless told: too few for the
+    # memory probe, whose proxies open hundreds of connections here at once.)
+    await web.SockSite(runner, sock, backlog=BACKLOG).start()
     print(f"bench upstream on http://{host}:{port}", flush=True)
     try:
         await asyncio.Event().wait()

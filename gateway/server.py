@@ -21,6 +21,12 @@ from gateway.runtime import Runtime
 
 logger = structlog.get_logger("gateway")
 
+#: Connections the kernel completes and queues while the gateway is busy elsewhere.
+#: A full queue drops new connections' SYNs, and their clients try again only after
+#: a second or more.  Linux caps it at ``net.core.somaxconn`` (4096 since 5.4);
+#: Go's net/http (the go-chatgpt-api) asks for the cap too, nginx for 511.
+LISTEN_BACKLOG = 4096
+
 
 class JsonErrorRequestHandler(RequestHandler):
     """aiohttp's connection handler, answering malformed requests in the JSON envelope."""
@@ -67,7 +73,7 @@ def make_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -111,7 +117,8 @@ class Service:
         )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
-        site = web.SockSite(self._runner, sock)
+        # (aiohttp listens again with its own backlog, 128, unless told otherwise.)
+        site = web.SockSite(self._runner, sock, backlog=LISTEN_BACKLOG)
         await site.start()
         self.port = sock.getsockname()[1]
 

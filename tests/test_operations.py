@@ -253,3 +253,37 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split()[2]
     return state != "Z"
+
+
+async def test_a_burst_of_connections_waits_its_turn_rather_than_being_dropped(
+    tmp_path, serve_app, processes
+):
+    # The kernel completes connections into the listen queue without the gateway; a
+    # connection beyond the queue's length loses its SYN, and its client tries again
+    # only a second later.  aiohttp's own default length is 128.
+    burst = 300
+    path = tmp_path / "config.toml"
+    path.write_text(config(await serve_app(Upstream().app), "v1"))
+    gateway = await processes(path)
+    gateway.signal(signal.SIGSTOP)  # a busy gateway: it accepts nothing for now
+    try:
+        opened = await asyncio.gather(
+            *(
+                asyncio.wait_for(asyncio.open_connection("127.0.0.1", gateway.port), 0.5)
+                for _ in range(burst)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        gateway.signal(signal.SIGCONT)
+    connections = [c for c in opened if isinstance(c, tuple)]
+    assert len(connections) == burst, [repr(e) for e in opened if not isinstance(e, tuple)][:3]
+
+    async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        writer.write(b"GET /plain HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), 20)
+        writer.close()
+        return status
+
+    statuses = await asyncio.gather(*(ask(r, w) for r, w in connections))
+    assert set(statuses) == {b"HTTP/1.1 200 OK\r\n"}
