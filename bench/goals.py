@@ -183,17 +183,24 @@ def goals(results: Mapping[str, TargetResult], events: int) -> list[Goal]:
     out.append(
         _goal("≥ 10x the peer's (LiteLLM's) throughput", times, f"{times or 0:.1f}x", at_least=10)
     )
-    ours, theirs = added(results, DEFAULT, p50), added(results, "litellm", p50)
-    fraction = ours / theirs if ours is not None and theirs else None
-    out.append(
-        _goal(
-            "≤ 1/20 of the peer's added latency (p50)",
-            fraction,
-            f"{ours or 0:.0f} µs against {theirs or 0:.0f} µs",
-            at_most=0.05,
-        )
-    )
+    out.append(peer_latency_goal(results))
     return out
+
+
+def peer_latency_goal(results: Mapping[str, TargetResult]) -> Goal:
+    """The gateway's added p50 over the peer's: in turns when both were, else from one run each."""
+    figure, how = p50_in_turns, "in turns"
+    ours, theirs = added(results, DEFAULT, figure), added(results, "litellm", figure)
+    if ours is None or theirs is None:
+        figure, how = p50, "one run each"
+        ours, theirs = added(results, DEFAULT, figure), added(results, "litellm", figure)
+    fraction = ours / theirs if ours is not None and theirs else None
+    return _goal(
+        "≤ 1/20 of the peer's added latency (p50)",
+        fraction,
+        f"{ours or 0:.0f} µs against {theirs or 0:.0f} µs ({how})",
+        at_most=0.05,
+    )
 
 
 def access_log_goal(results: Mapping[str, TargetResult], default: TargetResult | None) -> Goal:

@@ -97,8 +97,13 @@ class Target:
     startup_timeout: float = 30.0
 
 
-#: The targets whose unloaded latency is measured again, in turns (direct first).
-LATENCY_IN_TURNS = ("direct", "nginx", "aiohttp_min", "gw_bare", "gw_default", "gw_no_log")
+#: The targets whose unloaded latency is measured again, in turns (direct first);
+#: the peer too, so that its ratio to the gateway's comes from the same rounds.
+LATENCY_IN_TURNS = (
+    *("direct", "nginx", "aiohttp_min"),
+    *("gw_bare", "gw_default", "gw_no_log"),
+    "litellm",
+)
 
 
 def all_targets() -> list[Target]:

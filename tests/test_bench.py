@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.goals import access_log_goal, goals
+from bench.goals import access_log_goal, goals, peer_latency_goal
 from bench.load import WrkResult
 from bench.records import TargetResult
 from bench.targets import LATENCY_IN_TURNS, all_targets
@@ -94,3 +94,22 @@ def test_the_latency_goals_show_what_the_aiohttp_pass_through_added() -> None:
         "**FAIL** added latency over direct, unloaded p50 ≤ 200 µs: 700 µs (one run); "
         "the aiohttp pass-through: 600 µs"
     ) in beside
+
+
+def test_the_peer_latency_is_compared_in_turns_when_both_were_measured_so() -> None:
+    def measured(key: str, alone: float, turns: float | None = None) -> TargetResult:
+        r = TargetResult(key, key, "x", unloaded=WrkResult(1, 100, 1.0, alone, 2 * alone, 0))
+        if turns is not None:
+            r.latency_turns = WrkResult(1, 100, 1.0, turns, 2 * turns, 0)
+        return r
+
+    runs = {
+        "direct": measured("direct", 100, 100),
+        "gw_default": measured("gw_default", 1600, 800),  # a noisy run alone
+        "litellm": measured("litellm", 20_100),
+    }
+    alone = peer_latency_goal(runs)
+    assert (alone.status, alone.detail) == ("FAIL", "1500 µs against 20000 µs (one run each)")
+    runs["litellm"].latency_turns = WrkResult(1, 100, 1.0, 16_100, 30_000, 0)
+    in_turns = peer_latency_goal(runs)
+    assert (in_turns.status, in_turns.detail) == ("PASS", "700 µs against 16000 µs (in turns)")
