@@ -57,6 +57,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "does not write bench/README.md. Keys: " + ", ".join(t.key for t in all_targets()),
     )
     parser.add_argument("--seconds", type=float, help="seconds per wrk run")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the gateway and the aiohttp pass-through (this checkout "
+        "installed into it); default: the one running the bench",
+    )
     parser.add_argument("--no-readme", action="store_true", help="print, do not write README")
     parser.add_argument(
         "--profile",
@@ -132,7 +138,13 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_all(
-    targets: Sequence[Target], settings: Settings, wrk: str, nofile: int, pin: bool, workdir: Path
+    targets: Sequence[Target],
+    settings: Settings,
+    wrk: str,
+    nofile: int,
+    pin: bool,
+    workdir: Path,
+    python: str,
 ) -> list[TargetResult]:
     """Start the upstream (and Redis), measure each target in turn, stop everything."""
     procs = Procs(workdir, pin)
@@ -143,7 +155,7 @@ def run_all(
         redis_url = ""
         if redis_binary and any(t.variant == "keys_redis" for t in targets):
             redis_url = start_redis(procs, workdir, redis_binary)
-        launcher = Launcher(procs, workdir, upstream_url, upstream_pid, nofile, redis_url)
+        launcher = Launcher(procs, workdir, upstream_url, upstream_pid, nofile, redis_url, python)
         measurer = Measurer(launcher, settings, wrk, workdir)
         in_turns = [t for t in targets if t.throughput_only]
         alone = [t for t in targets if not t.throughput_only]
@@ -183,7 +195,7 @@ def run_all(
         if counted and not settings.quick and instructions.available():
             print(f"instructions per request of {len(counted)} configs (callgrind)", flush=True)
             try:
-                found = instructions.count([INSTRUCTIONS_OF[r.key] for r in counted])
+                found = instructions.count([INSTRUCTIONS_OF[r.key] for r in counted], python)
                 for r in counted:
                     r.instructions = found.get(INSTRUCTIONS_OF[r.key])
             except Exception as exc:  # the wall-clock figures still stand
@@ -219,12 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = choose_targets(args)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     lite = litellm.version() if litellm.litellm_binary() else None
-    info = machine_info(nginx.find_nginx(), wrk, lite)
+    info = machine_info(nginx.find_nginx(), wrk, lite, args.python)
     print(f"{command}: {len(targets)} targets, load average {info['load']}", flush=True)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     try:
-        results = run_all(targets, settings, wrk, nofile, pin, workdir)
+        results = run_all(targets, settings, wrk, nofile, pin, workdir, args.python)
     except BaseException:
         print(f"logs kept in {workdir}", flush=True)
         raise

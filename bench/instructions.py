@@ -8,6 +8,7 @@ misses or system calls.  Run only in full mode, and only when valgrind is instal
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -23,10 +24,12 @@ def available() -> bool:
     return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
 
 
-def count(variants: Sequence[str], timeout: float = 900) -> dict[str, int]:
-    """Instructions per request of each gateway config variant (`bench.gateway_configs`)."""
+def count(variants: Sequence[str], python: str, timeout: float = 900) -> dict[str, int]:
+    """Instructions per request of each gateway config variant (`bench.gateway_configs`),
+    the gateway running on ``python``."""
     done = subprocess.run(
         ["bash", str(SCRIPT), *variants],
+        env={**os.environ, "PYTHON": python},
         capture_output=True,
         text=True,
         timeout=timeout,

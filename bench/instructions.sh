@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-500}
-PYTHON=$(python -c 'import sys; print(sys.executable)')  # the binary, not a pyenv shim
+# The gateway's interpreter: PYTHON, else the binary behind `python` (not a pyenv shim).
+PYTHON=${PYTHON:-$(python -c 'import sys; print(sys.executable)')}
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 2; }
 WORK=$(mktemp -d)
 PIDS=()

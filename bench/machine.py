@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -27,8 +28,49 @@ def _tool_version(argv: Sequence[str], pattern: str) -> str:
     return found.group(1) if found else "unknown"
 
 
-def machine_info(nginx: str | None, wrk: str | None, litellm_version: str | None) -> dict[str, str]:
-    """What the numbers were measured on."""
+ROOT = Path(__file__).resolve().parent.parent
+_PROBE = (
+    "import aiohttp, gateway, platform, uvloop; "
+    "print(platform.python_version(), aiohttp.__version__, uvloop.__version__, gateway.__file__)"
+)
+
+
+def interpreter_versions(python: str) -> dict[str, str]:
+    """The Python, aiohttp and uvloop versions the gateway runs with on ``python``.
+
+    Exits with a message when ``python`` cannot run this checkout's gateway on uvloop.
+    """
+    if python == sys.executable:
+        return {
+            "python": platform.python_version(),
+            "aiohttp": _version("aiohttp"),
+            "uvloop": _version("uvloop"),
+        }
+    try:
+        done = subprocess.run(
+            [python, "-c", _PROBE], capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError as exc:
+        raise SystemExit(f"--python {python}: {exc}") from None
+    fields = done.stdout.split()
+    if done.returncode != 0 or len(fields) != 4:
+        raise SystemExit(
+            f"--python {python} cannot run the gateway on uvloop; install this checkout "
+            f"into it: {python} -m pip install -e '.[redis,speed]'\n{done.stderr[-600:]}"
+        )
+    version, aiohttp, uvloop, module = fields
+    if not Path(module).resolve().is_relative_to(ROOT):
+        raise SystemExit(
+            f"--python {python} runs the gateway from {module}, not from this checkout: "
+            f"{python} -m pip install -e '.[redis,speed]'"
+        )
+    return {"python": f"{version} ({python})", "aiohttp": aiohttp, "uvloop": uvloop}
+
+
+def machine_info(
+    nginx: str | None, wrk: str | None, litellm_version: str | None, python: str
+) -> dict[str, str]:
+    """What the numbers were measured on; ``python`` runs the gateway targets."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -42,9 +84,7 @@ def machine_info(nginx: str | None, wrk: str | None, litellm_version: str | None
         "cpu": model,
         "kernel": platform.release(),
         "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-        "python": platform.python_version(),
-        "aiohttp": _version("aiohttp"),
-        "uvloop": _version("uvloop"),
+        **interpreter_versions(python),
         "nginx": _tool_version([nginx, "-v"], r"nginx/(\S+)") if nginx else "not installed",
         "wrk": _tool_version([wrk, "-v"], r"wrk (\S+)") if wrk else "not installed",
         "litellm": litellm_version or "not installed",

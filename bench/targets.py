@@ -201,6 +201,7 @@ class Launcher:
         upstream_pid: int,
         nofile: int,
         redis_url: str = "",
+        python: str = sys.executable,
     ) -> None:
         self.procs = procs
         self.workdir = workdir
@@ -208,6 +209,8 @@ class Launcher:
         self.upstream_pid = upstream_pid
         self.nofile = nofile
         self.redis_url = redis_url
+        #: The interpreter of the gateway and of the aiohttp pass-through.
+        self.python = python
 
     def start(self, target: Target) -> Running:
         """Start ``target`` and wait until it answers."""
@@ -224,13 +227,13 @@ class Launcher:
             argv = nginx.nginx_argv(binary, prefix, config)
             env: dict[str, str] = {}
         elif target.kind == "minimal":
-            argv = [sys.executable, "-m", "bench.minimal_proxy", "--port", str(port)]
+            argv = [self.python, "-m", "bench.minimal_proxy", "--port", str(port)]
             argv += ["--upstream", self.upstream_url]
             env = {}
         elif target.kind == "gateway":
             config_path = self.workdir / f"{target.variant}.toml"
             config_path.write_text(gateway_configs.gateway_config(target.variant, self.redis_url))
-            argv = [sys.executable, "-m", "gateway", "run", "-c", str(config_path)]
+            argv = [self.python, "-m", "gateway", "run", "-c", str(config_path)]
             argv += ["--host", "127.0.0.1", "--port", str(port)]
             env = gateway_configs.gateway_env(self.upstream_url)
         elif target.kind == "litellm":

@@ -6,16 +6,19 @@ It checks that the suite works, never how fast anything is: timings are for
 
 from __future__ import annotations
 
+import platform
 import re
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from bench.goals import access_log_goal, goals, peer_latency_goal
 from bench.load import WrkResult
+from bench.machine import interpreter_versions
 from bench.records import TargetResult
 from bench.targets import LATENCY_IN_TURNS, all_targets
 
@@ -113,3 +116,31 @@ def test_the_peer_latency_is_compared_in_turns_when_both_were_measured_so() -> N
     runs["litellm"].latency_turns = WrkResult(1, 100, 1.0, 16_100, 30_000, 0)
     in_turns = peer_latency_goal(runs)
     assert (in_turns.status, in_turns.detail) == ("PASS", "700 µs against 16000 µs (in turns)")
+
+
+def test_the_gateway_targets_run_on_the_interpreter_they_are_given(tmp_path: Path) -> None:
+    python = tmp_path / "python3"
+    python.symlink_to(sys.executable)  # another path to an interpreter with the gateway
+    versions = interpreter_versions(str(python))
+    assert versions == {
+        "python": f"{platform.python_version()} ({python})",
+        "aiohttp": metadata.version("aiohttp"),
+        "uvloop": metadata.version("uvloop"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("prints", "refusal"),
+    [
+        ("", "cannot run the gateway on uvloop"),
+        ("3.11.2 3.9.1 0.19.0 /elsewhere/gateway/__init__.py", "not from this checkout"),
+    ],
+)
+def test_an_interpreter_that_cannot_run_this_gateway_is_refused(
+    tmp_path: Path, prints: str, refusal: str
+) -> None:
+    python = tmp_path / "python3"
+    python.write_text(f"#!/bin/sh\necho {prints}\n")
+    python.chmod(0o755)
+    with pytest.raises(SystemExit, match=refusal):
+        interpreter_versions(str(python))
