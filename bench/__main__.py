@@ -155,7 +155,9 @@ def run_all(
         redis_url = ""
         if redis_binary and any(t.variant == "keys_redis" for t in targets):
             redis_url = start_redis(procs, workdir, redis_binary)
-        launcher = Launcher(procs, workdir, upstream_url, upstream_pid, nofile, redis_url, python)
+        launcher = Launcher(
+            procs, workdir, upstream_url, upstream_pid, nofile, redis_url, python=python
+        )
         measurer = Measurer(launcher, settings, wrk, workdir)
         in_turns = [t for t in targets if t.throughput_only]
         alone = [t for t in targets if not t.throughput_only]

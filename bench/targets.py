@@ -201,7 +201,8 @@ class Launcher:
         upstream_pid: int,
         nofile: int,
         redis_url: str = "",
-        python: str = sys.executable,
+        *,
+        python: str,
     ) -> None:
         self.procs = procs
         self.workdir = workdir
