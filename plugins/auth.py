@@ -34,6 +34,9 @@ logger = structlog.get_logger("gateway")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REFUSED = frozenset({401, 403})
+#: Client headers that choose or authenticate an upstream account (OpenAI's, Azure's,
+#: Anthropic's): in keys mode the server's credential speaks for the account.
+ACCOUNT_HEADERS = ("OpenAI-Organization", "OpenAI-Project", "api-key", "X-Api-Key")
 
 
 def bare_token(value: str) -> str:
@@ -88,6 +91,10 @@ class Auth(Plugin):
         disable_for: Seconds = Seconds(3600.0)
         #: How long a credential answered 429 cools down when there is no ``Retry-After``.
         cooldown: Seconds = Seconds(30.0)
+        #: Keys mode: forward the client's ``OpenAI-Organization``, ``OpenAI-Project``,
+        #: ``api-key`` and ``X-Api-Key`` (off: the credential chooses its account).
+        #: A route that needs them sets it in ``[routes.<name>.plugins.auth]``.
+        forward_account_headers: bool = False
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -115,6 +122,7 @@ class Auth(Plugin):
         if self.config.mode == "keys":
             ex.upstream_headers.popall("Authorization", None)
             await self.admit_key(ex, token)
+            self.drop_account_headers(ex, token)
             self.inject(ex)
         else:
             self.pass_through(ex, token)
@@ -158,6 +166,23 @@ class Auth(Plugin):
             model = await requested_model(ex)
             if model is not None and model not in key.models:
                 raise Forbidden(f"client {name!r} may not use model {model!r}")
+
+    def drop_account_headers(self, ex: Exchange, key: str | None) -> None:
+        """SECURITY: a client must not choose the server's account, nor send its key upstream.
+
+        A foreign ``OpenAI-Organization`` makes OpenAI refuse the credential (401), and a
+        refused credential is set aside: forwarded, it would let one client empty the pool.
+        """
+        headers = ex.upstream_headers
+        if not self.config.forward_account_headers:
+            # (The upstream's own configured headers are the operator's: they stay.)
+            configured = {n.lower() for n in ex.upstream.headers} if ex.upstream else set()
+            for name in ACCOUNT_HEADERS:
+                if name.lower() not in configured:
+                    headers.popall(name, None)
+        if key:
+            for name in {name for name, value in headers.items() if key in value}:
+                headers.popall(name)
 
     def inject(self, ex: Exchange) -> None:
         """Put a credential from the upstream's pool on the request."""
@@ -208,11 +233,17 @@ class Auth(Plugin):
         state["tried"].add(following.name)
         state["credential"] = following.name
         state["failovers"] += 1
-        set_credential(ex, following)
+        set_credential(ex, following, credential)
 
 
-def set_credential(ex: Exchange, credential: Credential) -> None:
-    ex.upstream_headers[credential.header] = credential.header_value()
+def set_credential(
+    ex: Exchange, credential: Credential, previous: Credential | None = None
+) -> None:
+    """Put ``credential``'s headers on the request, in place of ``previous``'s."""
+    if previous is not None:
+        for name in previous.upstream_headers():
+            ex.upstream_headers.popall(name, None)
+    ex.upstream_headers.update(credential.upstream_headers())
 
 
 def unavailable(ex: Exchange, exc: NoCredential) -> ServiceUnavailable:

@@ -10,23 +10,47 @@ from __future__ import annotations
 import email.utils
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
 
 @attrs.frozen
 class Credential:
-    """One upstream credential: a name to log and a secret never logged."""
+    """One upstream credential: a name to log and a secret never logged.
+
+    It may carry the account it acts for (OpenAI's organisation and project) and
+    other headers of its own: they go upstream with it, and only with it.
+    """
 
     name: str
     token: str = attrs.field(repr=False)
     #: The header that carries it, and the scheme put before the token ("" for none).
     header: str = "Authorization"
     scheme: str = "Bearer"
+    #: Sent as ``OpenAI-Organization`` and ``OpenAI-Project`` with this credential.
+    organization: str | None = None
+    project: str | None = None
+    #: Further headers sent with this credential.
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        for name, value in self.upstream_headers().items():
+            if any(c in name + value for c in "\r\n\0"):
+                raise ValueError(f"credential {self.name!r}: line breaks are not allowed")
 
     def header_value(self) -> str:
         return f"{self.scheme} {self.token}" if self.scheme else self.token
+
+    def upstream_headers(self) -> dict[str, str]:
+        """Every header this credential puts on a request."""
+        headers = {self.header: self.header_value()}
+        if self.organization is not None:
+            headers["OpenAI-Organization"] = self.organization
+        if self.project is not None:
+            headers["OpenAI-Project"] = self.project
+        headers.update(self.headers)
+        return headers
 
 
 class NoCredential(Exception):
