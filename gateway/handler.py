@@ -280,6 +280,7 @@ async def forward(
                 f"upstream answered an invalid status {upstream.status}", kind="failed"
             )
         ex.upstream_status = ex.status = upstream.status
+        ex.upstream_response = upstream
         ex.response_headers = strip_hop_by_hop(upstream.header_list)
         upstream.forget_headers()  # not held for the length of a stream
         try:

@@ -32,6 +32,7 @@ from gateway.errors import BadRequest, UnsupportedMediaType
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
     from gateway.context import GatewayContext
+    from gateway.upstream_client import UpstreamResponse
 
 __all__ = ["HOOKS", "Exchange", "Identity", "Plugin", "SSEEvent", "Usage"]
 
@@ -225,6 +226,8 @@ class Exchange:
     can_retry: bool = False
     #: How many times the upstream has been called for this request.
     attempts: int = 0
+    #: The upstream's answer while the response hooks run (read it with `read_upstream_body`).
+    upstream_response: UpstreamResponse | None = None
     _log: Any = None
 
     @property
@@ -279,6 +282,17 @@ class Exchange:
         self.upstream_headers.popall("Content-Encoding", None)
         if content_type is not None:
             self.upstream_headers["Content-Type"] = content_type
+
+    async def read_upstream_body(self, limit: int = 64 * 1024) -> bytes | None:
+        """From ``on_response``: the upstream answer's whole body, if at most ``limit`` bytes.
+
+        ``None`` for a longer (or broken) body.  The bytes read still go to the client
+        (and through the body hooks): a plugin can read an error's reason before
+        choosing to retry, or to let the answer pass.
+        """
+        if self.upstream_response is None:
+            return None
+        return await self.upstream_response.read_ahead(limit)
 
     def retry(self) -> bool:
         """From ``on_response``: discard this upstream answer and send the request again.

@@ -77,7 +77,15 @@ class BadRequestHead(ValueError):
 class UpstreamResponse:
     """The answer's head, and its body read chunk by chunk as it arrives."""
 
-    __slots__ = ("_connection", "_headers", "content_length", "header_list", "reason", "status")
+    __slots__ = (
+        "_ahead",
+        "_connection",
+        "_headers",
+        "content_length",
+        "header_list",
+        "reason",
+        "status",
+    )
 
     def __init__(
         self,
@@ -95,6 +103,7 @@ class UpstreamResponse:
         #: The body's length when the answer says it (not chunked), else None.
         self.content_length = content_length
         self._headers: CIMultiDict[str] | None = None
+        self._ahead = b""  # body bytes read ahead (`read_ahead`), served first by `chunk`
 
     @property
     def headers(self) -> CIMultiDict[str]:
@@ -115,8 +124,35 @@ class UpstreamResponse:
         timeout, `UpstreamClosed` or `UpstreamProtocolError` when the body breaks off.
         (Not a coroutine itself: one frame less held per open stream.)
         """
+        if self._ahead:
+            ahead, self._ahead = self._ahead, b""
+            return _given(ahead)
         connection = self._connection
         return connection.take() if connection is not None else _nothing()
+
+    async def read_ahead(self, limit: int) -> bytes | None:
+        """The whole body if it ends within ``limit`` bytes, else ``None``.
+
+        What was read is kept and served again by `chunk`, so that a response hook
+        may look at a small answer (an error's reason) and still pass it on.  A read
+        that fails gives ``None`` here; `chunk` then raises the failure in its turn.
+        """
+        parts = [self._ahead]
+        size = len(self._ahead)
+        self._ahead = b""
+        ended = False
+        while size <= limit:
+            try:
+                chunk = await self.chunk()
+            except (OSError, UpstreamProtocolError):
+                break
+            if not chunk:
+                ended = True
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        self._ahead = b"".join(parts)
+        return self._ahead if ended and size <= limit else None
 
     async def read(self) -> bytes:
         """The whole (rest of the) body."""
@@ -512,6 +548,10 @@ class Connection(asyncio.Protocol):
 
 async def _nothing() -> bytes:
     return b""
+
+
+async def _given(data: bytes) -> bytes:
+    return data
 
 
 def request_head(

@@ -140,6 +140,17 @@ class RetryOnce(Plugin):
             ex.retry()
 
 
+class Peek(Plugin):
+    """Reads the answer's body from ``on_response`` (at most ``limit`` bytes of it)."""
+
+    @attrs.frozen
+    class Config:
+        limit: int = 1024
+
+    async def on_response(self, ex: Exchange) -> None:
+        calls.append((self.name, "peeked", await ex.read_upstream_body(self.config.limit)))
+
+
 class Lifecycle(Plugin):
     """Records its start-up and shut-down hooks."""
 
@@ -165,6 +176,7 @@ INSTALLED = {
     "events": entry_point("events", EventRecorder),
     "rewrite_events": entry_point("rewrite_events", EventRewriter),
     "retry_once": entry_point("retry_once", RetryOnce),
+    "peek": entry_point("peek", Peek),
     "life1": entry_point("life1", Lifecycle),
     "life2": entry_point("life2", Lifecycle),
 }
@@ -673,3 +685,15 @@ async def test_client_disconnect_completes_once(upstream: Upstream) -> None:
     assert done[0][:2] == ("a", "on_complete")
     assert done[0][2] is not None  # the disconnect is reported as the error
     assert len(events_seen) < 100  # the upstream stream was not read to its end
+
+
+@pytest.mark.parametrize(("limit", "peeked"), [(1024, b"hello world"), (5, None)])
+async def test_a_response_hook_reads_the_body_first_and_the_client_still_gets_it(
+    upstream: Upstream, serve: Serve, limit: int, peeked: bytes | None
+) -> None:
+    extra = f"[plugins.peek]\nlimit = {limit}"
+    get = await serve(make_runtime(upstream.url, ["chunks", "peek"], extra))
+    answer = await get("/text")
+    assert answer.status == 200 and answer.body == b"hello world"
+    assert ("peek", "peeked", peeked) in calls
+    assert b"".join(chunks_seen) == b"hello world"  # the body hooks saw all of it too
