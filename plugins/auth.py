@@ -6,11 +6,13 @@
   is answered 401 here, without calling the upstream.
 - ``keys``: the client presents a gateway key (made by ``gateway keygen``; the
   config stores only its SHA-256).  The key maps to an identity (name, team,
-  allowed routes and models); the client's credential is removed and one from
-  the upstream's credential pool is injected.  A pool credential the upstream
-  refuses (401/403) is set aside for ``disable_for``; one answered 429 cools
-  down for its ``Retry-After``; the request is retried on the next credential
-  while no byte has reached the client.  With none usable the answer is 503.
+  allowed routes and models); the client's credential and the headers that
+  would choose an upstream account are removed, and one credential from the
+  upstream's pool is injected (`plugins.credentials`).
+
+A pool credential rests only on the upstream's word about the credential
+itself (`plugins.pool_failover`); when none is usable, the client gets the
+upstream's own status and error, with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -18,22 +20,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
-import structlog
 
 from gateway.config import Seconds
-from gateway.errors import Forbidden, ServiceUnavailable, Unauthorized
+from gateway.errors import Forbidden, Unauthorized
 from gateway.keys import digests_match, key_digest
 from gateway.plugin import Exchange, Identity, Plugin
-from plugins.credentials import Credential, CredentialPool, NoCredential, retry_after_seconds
+from plugins.credentials import Credential, CredentialPool
 from plugins.jwt import jwt_expiry
-
-logger = structlog.get_logger("gateway")
+from plugins.pool_failover import PoolFailover, RestRules
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_REFUSED = frozenset({401, 403})
 #: Client headers that choose or authenticate an upstream account (OpenAI's, Azure's,
 #: Anthropic's): in keys mode the server's credential speaks for the account.
 ACCOUNT_HEADERS = ("OpenAI-Organization", "OpenAI-Project", "api-key", "X-Api-Key")
@@ -87,10 +86,23 @@ class Auth(Plugin):
         keys: Mapping[str, ClientKey] = attrs.field(factory=dict)
         #: Keys mode: each upstream's credential pool, by upstream name.
         credentials: Mapping[str, tuple[Credential, ...]] = attrs.field(factory=dict)
-        #: How long a credential the upstream refused (401/403) is set aside.
+        #: Error codes (OpenAI's ``error.code`` or ``error.type``, ChatGPT's ``detail.code``)
+        #: that say a credential is unusable: it is set aside for ``disable_for``.
+        refusal_codes: tuple[str, ...] = (
+            "invalid_api_key",
+            "account_deactivated",
+            "token_expired",
+            "token_invalidated",
+        )
         disable_for: Seconds = Seconds(3600.0)
-        #: How long a credential answered 429 cools down when there is no ``Retry-After``.
+        #: Error codes that say a credential's quota is spent: it rests for ``quota_rest``.
+        quota_codes: tuple[str, ...] = ("insufficient_quota",)
+        quota_rest: Seconds = Seconds(6 * 3600.0)
+        #: How long a credential rate-limited (429) for a model cools when the upstream
+        #: gives neither ``Retry-After`` nor ``x-ratelimit-reset-*``.
         cooldown: Seconds = Seconds(30.0)
+        #: The longest an upstream's ``Retry-After`` (or reset time) may cool a credential.
+        max_retry_after: Seconds = Seconds(3600.0)
         #: Keys mode: forward the client's ``OpenAI-Organization``, ``OpenAI-Project``,
         #: ``api-key`` and ``X-Api-Key`` (off: the credential chooses its account).
         #: A route that needs them sets it in ``[routes.<name>.plugins.auth]``.
@@ -105,11 +117,22 @@ class Auth(Plugin):
                 )
         for upstream, credentials in config.credentials.items():
             names = [c.name for c in credentials]
+            if not names:
+                raise ValueError(f"credentials.{upstream}: the pool has no credential")
             if len(set(names)) != len(names):
                 raise ValueError(f"credentials.{upstream}: credential names must be unique")
         if config.mode == "keys" and not config.keys:
             raise ValueError("mode is 'keys' but no keys are configured")
         self.pools = {name: CredentialPool(creds) for name, creds in config.credentials.items()}
+        rules = RestRules(
+            config.refusal_codes,
+            config.disable_for,
+            config.quota_codes,
+            config.quota_rest,
+            config.cooldown,
+            config.max_retry_after,
+        )
+        self.failover = PoolFailover(self.pools, rules)
 
     def uses(self, hook: str) -> bool:
         if hook == "on_response":
@@ -123,9 +146,12 @@ class Auth(Plugin):
             ex.upstream_headers.popall("Authorization", None)
             await self.admit_key(ex, token)
             self.drop_account_headers(ex, token)
-            self.inject(ex)
+            await self.failover.inject(ex)
         else:
             self.pass_through(ex, token)
+
+    async def on_response(self, ex: Exchange) -> None:
+        await self.failover.on_response(ex)
 
     def pass_through(self, ex: Exchange, token: str | None) -> None:
         if token is None:
@@ -183,76 +209,6 @@ class Auth(Plugin):
         if key:
             for name in {name for name, value in headers.items() if key in value}:
                 headers.popall(name)
-
-    def inject(self, ex: Exchange) -> None:
-        """Put a credential from the upstream's pool on the request."""
-        pool = self.pools.get(ex.upstream.name) if ex.upstream is not None else None
-        if pool is None:
-            return
-        try:
-            credential = pool.choose()
-        except NoCredential as exc:
-            raise unavailable(ex, exc) from None
-        ex.state["auth"] = {
-            "credential": credential.name,
-            "failovers": 0,
-            "tried": {credential.name},
-        }
-        set_credential(ex, credential)
-
-    async def on_response(self, ex: Exchange) -> None:
-        state: dict[str, Any] | None = ex.state.get("auth")
-        if state is None or ex.upstream is None or ex.upstream_status not in (*_REFUSED, 429):
-            return
-        pool = self.pools[ex.upstream.name]
-        credential = next(c for c in pool.credentials if c.name == state["credential"])
-        if ex.upstream_status == 429:
-            given = ex.response_headers.get("Retry-After") if ex.response_headers else None
-            seconds, reason = retry_after_seconds(given, self.config.cooldown), "rate-limited"
-        else:
-            seconds, reason = self.config.disable_for, "refused"
-        pool.set_aside(credential, seconds)
-        logger.warning(
-            "upstream credential set aside",
-            upstream=ex.upstream.name,
-            credential=credential.name,
-            status=ex.upstream_status,
-            reason=reason,
-            seconds=round(seconds, 1),
-        )
-        try:
-            following = pool.choose(exclude=frozenset(state["tried"]))
-        except NoCredential as exc:
-            raise unavailable(ex, exc) from None
-        if not ex.retry():
-            raise ServiceUnavailable(
-                f"upstream {ex.upstream.name!r} {reason} a credential and the request "
-                "cannot be replayed: send it again",
-                headers={"Retry-After": "1"},
-            )
-        state["tried"].add(following.name)
-        state["credential"] = following.name
-        state["failovers"] += 1
-        set_credential(ex, following, credential)
-
-
-def set_credential(
-    ex: Exchange, credential: Credential, previous: Credential | None = None
-) -> None:
-    """Put ``credential``'s headers on the request, in place of ``previous``'s."""
-    if previous is not None:
-        for name in previous.upstream_headers():
-            ex.upstream_headers.popall(name, None)
-    ex.upstream_headers.update(credential.upstream_headers())
-
-
-def unavailable(ex: Exchange, exc: NoCredential) -> ServiceUnavailable:
-    name = ex.upstream.name if ex.upstream is not None else "?"
-    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else {}
-    return ServiceUnavailable(
-        f"no usable credential for upstream {name!r}: all are set aside or cooling down",
-        headers=headers,
-    )
 
 
 async def requested_model(ex: Exchange) -> str | None:

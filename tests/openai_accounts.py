@@ -11,6 +11,7 @@ headers are kept.
 
 from __future__ import annotations
 
+import json
 import time
 
 import attrs
@@ -45,7 +46,8 @@ class OpenAIAccounts:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append(CIMultiDict(request.headers))
-        body = await request.json() if request.body_exists else {}
+        raw = await request.read()
+        body = json.loads(raw) if raw and request.content_type == "application/json" else {}
         key = request.headers.get("Authorization", "").removeprefix("Bearer ")
         account = self.accounts.get(key)
         if account is None or account.trouble == "invalid":
