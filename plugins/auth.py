@@ -33,6 +33,8 @@ from plugins.jwt import jwt_expiry
 from plugins.pool_failover import PoolFailover, RestRules
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# Methods whose body chooses what runs: a key restricted to some models must name one.
+_MODEL_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: Client headers that choose or authenticate an upstream account (OpenAI's, Azure's,
 #: Anthropic's): in keys mode the server's credential speaks for the account.
 ACCOUNT_HEADERS = ("OpenAI-Organization", "OpenAI-Project", "api-key", "X-Api-Key")
@@ -190,6 +192,13 @@ class Auth(Plugin):
             raise Forbidden(f"client {name!r} may not use route {ex.route_name!r}")
         if key.models:
             model = await requested_model(ex)
+            if model is None and ex.method in _MODEL_METHODS:
+                # SECURITY: no model (or ``null``) lets the upstream choose one (a default,
+                # an assistant's): a restricted key must name one of its own.
+                raise Forbidden(
+                    f"client {name!r} may only use the models {', '.join(key.models)}: "
+                    "name one in the body's model"
+                )
             if model is not None and model not in key.models:
                 raise Forbidden(f"client {name!r} may not use model {model!r}")
 

@@ -100,6 +100,26 @@ async def test_routes_and_models_outside_the_key_are_403_before_the_upstream(
     assert status == 200 and len(upstream.seen) == 1
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": []},
+        {"model": None, "messages": []},
+        {"assistant_id": "asst_with_a_big_model", "thread": {}},
+    ],
+)
+async def test_a_restricted_key_must_name_an_allowed_model(upstream, start_gateway, body):
+    gateway = await start_gateway(config(upstream.url, ["t0"]))
+    status, error, _ = await call(gateway, BOB, json=body)
+    assert status == 403 and "name one in the body's model" in error["error"]["message"]
+    status, error, _ = await call(gateway, BOB, data=b"")  # no body at all
+    assert status == 403
+    assert upstream.seen == []
+    # Reading needs no model: a GET passes.
+    async with gateway.request("GET", "/v1/chat", headers={"Authorization": f"Bearer {BOB}"}) as r:
+        assert r.status == 200
+
+
 async def test_a_restricted_key_cannot_hide_its_model_in_a_non_json_body(upstream, start_gateway):
     gateway = await start_gateway(config(upstream.url, ["t0"]))
     headers = {"Authorization": f"Bearer {BOB}", "Content-Type": "text/plain"}
