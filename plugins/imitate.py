@@ -29,9 +29,13 @@ itself, ``<upstream url>/conversation`` or ``<upstream url>/models``: a route's
 
 The ChatGPT token is the one an earlier plugin put in the upstream
 ``Authorization`` header (``auth``: the client's own token in passthrough mode,
-a pool credential in keys mode), else ``access_token``; with neither the
-request is answered 401.  Serving ``access_token`` to clients nobody
-authenticated is refused at start-up unless ``allow_anonymous = true``.
+a pool credential in keys mode), else the server's ``access_token``.
+
+SECURITY: the server's token opens the operator's account, so it is served only
+to clients an auth plugin identified (``auth`` in keys mode), unless
+``allow_anonymous = true``.  The rule is checked for each request; at start, one
+warning lists the routes where a client without a key would get 401 (those
+whose own pipeline has no ``auth`` in keys mode), and how to open them.
 
 The parts, one idea each: `plugins.imitate_request` (what is accepted, the
 ChatGPT request, token estimates), `plugins.imitate_answer` (reading ChatGPT's
@@ -49,10 +53,12 @@ from collections.abc import Mapping
 from typing import Literal, Protocol
 
 import attrs
+import structlog
 from aiohttp import web
 from yarl import URL
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, RouteConfig
+from gateway.context import GatewayContext
 from gateway.errors import (
     BadGateway,
     MethodNotAllowed,
@@ -60,13 +66,15 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.plugin import Exchange, Plugin
-from gateway.runtime import route_plugin_names
+from gateway.runtime import merge_tables, route_plugin_names
 from plugins.imitate_errors import ErrorAnswer
 from plugins.imitate_models import ModelListAnswer, ModelMap
 from plugins.imitate_request import ChatRequest, conversation_body, parse_chat_request
 from plugins.imitate_stream import ChunkStream, Completion
 
 __all__ = ["Imitate"]
+
+logger = structlog.get_logger("gateway")
 
 DEFAULT_MODELS = {"gpt-3.5*": "text-davinci-002-render-sha"}
 
@@ -75,6 +83,11 @@ _MODELS_PATH = re.compile(r".*/models/?")
 _MODEL_PATH = re.compile(r".*/models/([^/]+)/?")
 # Headers of the OpenAI API that mean nothing to ChatGPT (the SDKs' telemetry among them).
 _OPENAI_HEADERS = ("openai-", "x-stainless-")
+# How an operator serves the server's token, said wherever it is refused.
+_HOW_TO_OPEN = (
+    'configure client keys ([plugins.auth] mode = "keys") so that it serves key holders, '
+    "or set [plugins.imitate] allow_anonymous = true to serve anyone"
+)
 
 
 class _Body(Protocol):
@@ -118,18 +131,50 @@ class Imitate(Plugin):
         self.models = ModelMap(config.models, config.default_model)
 
     def check(self, config: GatewayConfig) -> list[str]:
-        """Refuse a config that would serve the operator's account to anyone."""
-        problems = []
-        auth_mode = config.plugins.get("auth", {}).get("mode")
-        if self.config.access_token and not self.config.allow_anonymous and auth_mode != "keys":
-            problems.append(
-                "access_token: would serve your ChatGPT account to anyone: "
-                'configure client keys (auth mode = "keys") or set allow_anonymous = true'
+        """Every route running this plugin must have an upstream (ChatGPT's)."""
+        return [
+            f"$.routes.{name}: {self.name} needs an upstream (ChatGPT's)"
+            for name, route in config.routes.items()
+            if self.name in route_plugin_names(config, route) and route.upstream is None
+        ]
+
+    async def startup(self, context: GatewayContext) -> None:
+        """Warn, once, of the routes where the server's token is refused to clients without keys."""
+        if not self.config.access_token or self.config.allow_anonymous:
+            return
+        config = context.config
+        keyless = [
+            name
+            for name, route in config.routes.items()
+            if self.name in route_plugin_names(config, route) and not keys_mode(config, route)
+        ]
+        if keyless:
+            logger.warning(
+                "imitate: the server's ChatGPT token (IMITATE_ACCESS_TOKEN) is not served "
+                "to clients without a gateway key on these routes, which answer them 401: "
+                + _HOW_TO_OPEN,
+                routes=keyless,
             )
-        for name, route in config.routes.items():
-            if self.name in route_plugin_names(config, route) and route.upstream is None:
-                problems.append(f"$.routes.{name}: {self.name} needs an upstream (ChatGPT's)")
-        return problems
+
+    def server_token(self, ex: Exchange) -> str:
+        """The server's ChatGPT token, for a request that brought none of its own.
+
+        SECURITY: only for a client an auth plugin identified, or anyone if the
+        config says ``allow_anonymous = true``; checked per request, whatever the
+        route's pipeline looks like.
+        """
+        if not self.config.access_token:
+            raise Unauthorized(
+                "missing credential: send your ChatGPT access token as "
+                "Authorization: Bearer <token>"
+            )
+        if ex.identity is None and not self.config.allow_anonymous:
+            raise Unauthorized(
+                "missing credential: send your ChatGPT access token as Authorization: "
+                "Bearer <token>.  This gateway serves its own ChatGPT account only to "
+                f"clients with a gateway key; to change that, {_HOW_TO_OPEN}"
+            )
+        return str(self.config.access_token)
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
         """Choose the credential and the ChatGPT endpoint; convert a chat request."""
@@ -138,12 +183,7 @@ class Imitate(Plugin):
             raise NotFound(f"no upstream for {ex.method} {ex.path}")
         headers = ex.upstream_headers
         if "Authorization" not in headers:
-            if not self.config.access_token:
-                raise Unauthorized(
-                    "missing credential: send your ChatGPT access token as "
-                    "Authorization: Bearer <token>"
-                )
-            headers["Authorization"] = f"Bearer {self.config.access_token}"
+            headers["Authorization"] = f"Bearer {self.server_token(ex)}"
         for name in {n for n in headers if n.lower().startswith(_OPENAI_HEADERS)}:
             headers.popall(name)
         # The answer is parsed here: it must come uncompressed.
@@ -226,3 +266,11 @@ class Imitate(Plugin):
             if isinstance(body, ChunkStream | Completion) and body.answer.started:
                 ex.usage = body.usage
         return out
+
+
+def keys_mode(config: GatewayConfig, route: RouteConfig) -> bool:
+    """Whether ``route``'s own pipeline runs ``auth`` in keys mode (its route config counted)."""
+    if "auth" not in route_plugin_names(config, route):
+        return False
+    table = merge_tables(config.plugins.get("auth", {}), route.plugins.get("auth", {}))
+    return table.get("mode") == "keys"
