@@ -58,6 +58,19 @@ def header_name(raw: bytes) -> istr:
     return name
 
 
+def header_text(raw: bytes) -> str:
+    """A header value (or reason phrase) as text, every byte kept.
+
+    UTF-8 when it is (aiohttp writes text out as UTF-8: the same bytes go on),
+    else latin-1, one character per byte, as h11 and httpx read headers: never a
+    surrogate, which aiohttp's writer would cut the value at.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 class UpstreamConnectError(Exception):
     """No connection could be made to the upstream (refused, unreachable, unknown name)."""
 
@@ -325,7 +338,7 @@ class Connection(asyncio.Protocol):
         framing = _FRAMING.get(name.lower())
         if framing is not None:  # (llhttp has checked them: one length, digits, not both)
             self._framing[framing] = value
-        self._headers.append((header_name(name), value.decode("utf-8", "surrogateescape")))
+        self._headers.append((header_name(name), header_text(value)))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -339,7 +352,7 @@ class Connection(asyncio.Protocol):
         self.response = UpstreamResponse(
             self,
             status,
-            self._reason.decode("utf-8", "surrogateescape"),
+            header_text(self._reason),
             self._headers,
             int(length) if length is not None else None,
         )

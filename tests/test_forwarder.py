@@ -338,3 +338,25 @@ async def test_a_request_head_that_never_ends_is_closed(upstream, serve_app, sta
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not left hanging
     writer.close()
     assert upstream.requests == []
+
+
+async def test_header_bytes_are_never_cut(start_gateway):
+    from tests.adversarial.rawhttp import ScriptedUpstream
+
+    async def script(reader, writer):
+        writer.write(
+            b"HTTP/1.1 200 Caf\xe9 OK\r\nX-Latin: caf\xe9 au lait\r\n"
+            b"X-Utf8: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\nok"
+        )
+        await writer.drain()
+
+    async with ScriptedUpstream(script) as raw:
+        gateway = await start_gateway(config(raw.url))
+        answer = await raw_request(
+            gateway, b"GET /x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+        )
+    head = answer.partition(b"\r\n\r\n")[0]
+    # UTF-8 goes out as it came; other bytes as the characters latin-1 gives them.
+    assert b"\r\nX-Utf8: caf\xc3\xa9\r\n" in head
+    assert "X-Latin: café au lait".encode() in head
+    assert head.startswith("HTTP/1.1 200 Café OK".encode())
