@@ -55,6 +55,30 @@ class ServerConfig:
 
 
 @attrs.frozen
+class TlsConfig:
+    """``[upstreams.<name>.tls]``: how the gateway checks the upstream, and shows itself.
+
+    Without it, the system's CAs are trusted (``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` point OpenSSL elsewhere for every upstream at once).
+    """
+
+    #: PEM file of the CAs to trust for this upstream, instead of the system's (private CAs).
+    ca_file: str | None = None
+    #: PEM files of the gateway's own certificate and key, for upstreams that ask (mTLS);
+    #: the key may sit in ``cert_file`` itself.
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: Verify the upstream's certificate and name; off only when said so.
+    verify: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        from gateway.upstream_tls import tls_context
+
+        if self.ca_file or self.cert_file or self.key_file:
+            tls_context(self)  # a file that cannot be used is a config error, said now
+
+
+@attrs.frozen
 class UpstreamConfig:
     """``[upstreams.<name>]``: a service the gateway forwards to."""
 
@@ -73,6 +97,8 @@ class UpstreamConfig:
     max_connections: int = 10_000
     #: How long an idle pooled connection to this upstream is kept for reuse.
     keepalive_timeout: Seconds = Seconds(15.0)
+    #: TLS settings for an ``https`` upstream.
+    tls: TlsConfig = attrs.field(factory=TlsConfig)
     #: Set by the loader: the key of this upstream in ``[upstreams]``.
     name: str = ""
 

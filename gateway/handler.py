@@ -204,6 +204,8 @@ def new_exchange(
         upstream_headers=headers,
         client_ip=client_ip,
         request_id=request_id,
+        # SECURITY: the upstream's proxy from the start, for every plugin that calls out too.
+        proxy=runtime.forwarder.choose_proxy(upstream),
         max_body_size=config.server.max_body_size,
         body_idle_timeout=config.server.client_idle_timeout,
     )

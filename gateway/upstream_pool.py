@@ -3,11 +3,17 @@
 The forwarder keeps one `Pool` per upstream origin and outbound proxy; each
 request takes a connection (the newest idle one, else a new one), and gives it
 back when its answer was read to the end and the upstream keeps it open.
+
+``connect_timeout`` bounds each step before a request can go out: the wait for
+a free slot (as redis-py's ``BlockingConnectionPool``), the tunnel through the
+proxy, and the connection with its TLS handshake.  Each step fails in its own
+way, so that the forwarder can say which one did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterable
 from typing import Any
@@ -23,6 +29,7 @@ from gateway.upstream_client import (
     UpstreamConnectError,
     UpstreamResponse,
 )
+from gateway.upstream_tls import describe_tls_error
 
 _PROXY_TYPES = {
     "http": ProxyType.HTTP,
@@ -37,12 +44,29 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "soc
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 
 
+class SlotTimeout(Exception):
+    """Every connection the pool may open stayed in use for the whole wait."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"all {limit} connections are in use")
+        self.limit = limit
+
+
+class UpstreamTlsError(UpstreamConnectError):
+    """TLS with the upstream failed: ``reason`` says how (its certificate, its name...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Pool:
     """Kept-alive connections to one origin, directly or through one proxy.
 
     At most ``limit`` connections are in use at once; a request beyond waits
-    for one.  Idle connections are reused newest first and closed after
-    ``keepalive_timeout`` seconds unused.
+    for one, for ``connect_timeout`` at most (then `SlotTimeout`).  Idle
+    connections are reused newest first and closed after ``keepalive_timeout``
+    seconds unused.
     """
 
     def __init__(
@@ -61,6 +85,7 @@ class Pool:
         # (Never plain text to an https origin, whatever the caller passed.)
         self._tls = (tls or ssl.create_default_context()) if self.scheme == "https" else None
         self._keepalive_timeout = keepalive_timeout
+        self._limit = limit
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()
@@ -80,7 +105,11 @@ class Pool:
         idle_timeout: float,
     ) -> UpstreamResponse:
         """Send one request; the answer holds its connection until released or closed."""
-        await self._slots.acquire()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise SlotTimeout(self._limit) from None
         connection = self._take_idle()
         try:
             if connection is not None:
@@ -114,9 +143,10 @@ class Pool:
 
     async def _connect(self, timeout: float) -> Connection:
         connection = Connection(self)
+        deadline = self.loop.time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                if self._proxy is None:
+            if self._proxy is None:
+                async with asyncio.timeout_at(deadline):
                     await self.loop.create_connection(
                         lambda: connection,
                         self.host,
@@ -124,22 +154,43 @@ class Pool:
                         ssl=self._tls,
                         server_hostname=self.host if self._tls else None,
                     )
-                else:
-                    stream = await self._proxy.connect(
-                        dest_host=self.host, dest_port=self.port, dest_ssl=self._tls
-                    )
-                    transport = stream.writer.transport
-                    connection._keep = stream.writer
-                    transport.set_protocol(connection)
-                    connection.connection_made(transport)
+            else:
+                await self._connect_through_proxy(connection, deadline)
         except (ProxyConnectionError, ProxyTimeoutError, ProxyError):
             raise  # the proxy's own failure, told apart by the forwarder
+        except ssl.SSLError as exc:
+            raise UpstreamTlsError(describe_tls_error(exc, self.host)) from exc
         except TimeoutError:
             raise  # (an OSError too) the forwarder answers it 504, not 502
         except OSError as exc:
             raise UpstreamConnectError(str(exc) or type(exc).__name__) from exc
         self._open.add(connection)
         return connection
+
+    async def _connect_through_proxy(self, connection: Connection, deadline: float) -> None:
+        """Open a tunnel through the proxy, then TLS inside it, both by ``deadline``.
+
+        A proxy that has not opened the tunnel by then timed out, whatever the
+        reason (it hangs, or the upstream behind it does): that is the proxy's failure.
+        """
+        assert self._proxy is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                stream = await self._proxy.connect(dest_host=self.host, dest_port=self.port)
+        except TimeoutError:
+            raise ProxyTimeoutError("the proxy did not open the tunnel in time") from None
+        try:
+            if self._tls is not None:
+                async with asyncio.timeout_at(deadline):
+                    stream = await stream.start_tls(hostname=self.host, ssl_context=self._tls)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await stream.close()
+            raise
+        transport = stream.writer.transport
+        connection._keep = stream.writer
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
 
     def put_back(self, connection: Connection) -> None:
         """A connection done with its exchange, kept for the next."""

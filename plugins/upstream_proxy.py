@@ -1,25 +1,28 @@
-"""``upstream_proxy``: chooses the outbound proxy for each request.
+"""``upstream_proxy``: a route's own outbound proxies, and how long a failed one is skipped.
 
-The list comes from this plugin's ``proxies`` (per route, if a route sets it)
-or else from the upstream's ``proxy`` setting, which the default config fills
-from ``GO_CHATGPT_API_PROXY`` (or ``PROXY``, or ``GATEWAY_PROXY``).  Proxies are
-used in rotation; one that fails to connect is skipped for ``cooldown``.  The
-forwarder keeps one connection pool per upstream and proxy.
+Every request to an upstream with a ``proxy`` list goes through one of them,
+with or without this plugin: the gateway chooses in rotation and skips, for a
+while, a proxy that could not be reached, timed out or refused the tunnel
+(`gateway.proxy_rotation`).  The list is the upstream's ``proxy`` setting, which
+the default config fills from ``GO_CHATGPT_API_PROXY`` (or ``PROXY``, or
+``GATEWAY_PROXY``).  This plugin adds:
+
+- ``proxies``: a list of the route's own (in ``[routes.<r>.plugins.upstream_proxy]``),
+  used in place of the upstream's;
+- ``cooldown``: how long a failed proxy of its lists is skipped (30 s).
+
+The forwarder keeps one connection pool per upstream and proxy.
 """
 
 from __future__ import annotations
 
-import itertools
-import time
-
 import attrs
-import structlog
 
-from gateway.config import ProxyUrl, Seconds, redact_url
+from gateway.config import ProxyUrl, Seconds
+from gateway.context import GatewayContext
 from gateway.forwarder import ProxyConnectError
 from gateway.plugin import Exchange, Plugin
-
-logger = structlog.get_logger("gateway")
+from gateway.proxy_rotation import ProxyRotation
 
 
 class UpstreamProxy(Plugin):
@@ -34,29 +37,20 @@ class UpstreamProxy(Plugin):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self._counter = itertools.count()
-        self._down_until: dict[str, float] = {}
+        self.rotation = ProxyRotation()  # the gateway's own, once started
+
+    async def startup(self, context: GatewayContext) -> None:
+        self.rotation = context.forwarder.proxies
+        upstreams = context.config.upstreams.values()
+        for proxy in self.config.proxies or [p for u in upstreams for p in u.proxy]:
+            self.rotation.cooldowns[proxy] = self.config.cooldown
 
     async def on_request(self, ex: Exchange) -> None:
-        proxies = self.config.proxies or (ex.upstream.proxy if ex.upstream is not None else ())
-        if proxies:
-            ex.proxy = self.choose(proxies)
-
-    def choose(self, proxies: tuple[str, ...]) -> str:
-        """The next healthy proxy in rotation; if none is, the one that recovers first."""
-        start = next(self._counter)
-        now = time.monotonic()
-        for offset in range(len(proxies)):
-            proxy = proxies[(start + offset) % len(proxies)]
-            if self._down_until.get(proxy, 0.0) <= now:
-                return proxy
-        return min(proxies, key=lambda p: self._down_until.get(p, 0.0))
+        # (Without a list of its own, the upstream's proxy chosen by the gateway stays.)
+        if self.config.proxies:
+            ex.proxy = self.rotation.choose(self.config.proxies)
 
     async def on_complete(self, ex: Exchange, error: BaseException | None) -> None:
+        # The forwarder reports its own failures; this catches the plugins' (the login's).
         if ex.proxy is not None and isinstance(error, ProxyConnectError):
-            self._down_until[ex.proxy] = time.monotonic() + self.config.cooldown
-            logger.warning(
-                "proxy failed, skipping it for a while",
-                proxy=redact_url(ex.proxy),
-                cooldown_s=self.config.cooldown,
-            )
+            self.rotation.failed(ex.proxy, error.message)

@@ -1,4 +1,5 @@
-"""Real outbound proxies for tests: pproxy (HTTP, SOCKS4, SOCKS5) in a subprocess."""
+"""Real outbound proxies for tests: pproxy (HTTP, SOCKS4, SOCKS5) and microsocks (SOCKS5)
+in subprocesses, and a hung proxy that accepts and never answers."""
 
 from __future__ import annotations
 
@@ -87,3 +88,69 @@ class ProxyServer:
             await self.process.wait()
         if self._reader is not None:
             self._reader.cancel()
+
+
+class Microsocks:
+    """A microsocks (SOCKS5) process on 127.0.0.1, with a user and password."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.port = free_port()
+        self.user, self.password = user, password
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"socks5://{self.user}:{self.password}@127.0.0.1:{self.port}"
+
+    async def start(self) -> Microsocks:
+        self.process = await asyncio.create_subprocess_exec(
+            "microsocks", "-i", "127.0.0.1", "-p", str(self.port),
+            "-u", self.user, "-P", self.password,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.025)
+                continue
+            writer.close()
+            return self
+        raise RuntimeError("microsocks did not start")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+
+
+class BlackHole:
+    """A hung proxy: it accepts connections and never answers a byte."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def url(self, scheme: str = "socks5") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    async def start(self) -> BlackHole:
+        self.server = await asyncio.start_server(self._swallow, "127.0.0.1", 0)
+        return self
+
+    async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)  # held open, never written to
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await self.server.wait_closed()

@@ -340,6 +340,24 @@ async def test_a_request_head_that_never_ends_is_closed(upstream, serve_app, sta
     assert upstream.requests == []
 
 
+async def test_the_connection_slot_wait_is_bounded(upstream, serve_app, start_gateway):
+    url = await serve_app(upstream.app)
+    gateway = await start_gateway(config(url, upstream="max_connections = 1"))
+    holder = await gateway.request("GET", "/heartbeat").__aenter__()  # holds the one slot
+    await holder.content.readuntil(b"\n\n")
+    async with asyncio.timeout(5):  # no bound would hang here for ever
+        async with gateway.request("GET", "/x") as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "1"
+            error = (await response.json())["error"]
+    assert error["code"] == "upstream_connections_exhausted"
+    assert "max_connections" in error["message"]
+    holder.close()  # the slot comes back when the stream ends
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
+    async with gateway.request("GET", "/x") as response:
+        assert response.status == 200
+
+
 async def test_header_bytes_are_never_cut(start_gateway):
     from tests.adversarial.rawhttp import ScriptedUpstream
 
