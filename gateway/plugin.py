@@ -195,7 +195,7 @@ class Exchange:
     client_ip: str
     #: The request id (taken from ``X-Request-ID`` by ``access_log`` or made).
     request_id: str
-    #: The outbound proxy chosen for this request (``upstream_proxy`` sets it).
+    #: The outbound proxy for this request: the upstream's next, or a route's (``upstream_proxy``).
     proxy: str | None = None
     #: Who the client is, once an auth plugin knows.
     identity: Identity | None = None

@@ -44,7 +44,8 @@ class Credential:
     #: The header that carries it, and the scheme put before the token ("" for none).
     header: str = "Authorization"
     scheme: str = "Bearer"
-    #: Sent as ``OpenAI-Organization`` and ``OpenAI-Project`` with this credential.
+    #: Sent as ``OpenAI-Organization`` and ``OpenAI-Project`` with this credential
+    #: (empty: not sent, so that ``"${OPENAI_ORG_ID:-}"`` may be unset).
     organization: str | None = None
     project: str | None = None
     #: Further headers sent with this credential.
@@ -61,9 +62,9 @@ class Credential:
     def upstream_headers(self) -> dict[str, str]:
         """Every header this credential puts on a request."""
         headers = {self.header: self.header_value()}
-        if self.organization is not None:
+        if self.organization:
             headers["OpenAI-Organization"] = self.organization
-        if self.project is not None:
+        if self.project:
             headers["OpenAI-Project"] = self.project
         headers.update(self.headers)
         return headers

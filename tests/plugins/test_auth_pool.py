@@ -200,3 +200,10 @@ def test_refusals_are_read_from_any_body(body, expected):
 def test_credential_repr_hides_the_token_and_its_headers():
     credential = Credential("name", "secret-token", headers={"X-Secret": "also-secret"})
     assert "secret-token" not in repr(credential) and "also-secret" not in repr(credential)
+
+
+def test_an_empty_organisation_sends_no_header():
+    # (``organization = "${OPENAI_ORG_ID:-}"`` with the variable unset.)
+    assert Credential("n", "t", organization="", project="").upstream_headers() == {
+        "Authorization": "Bearer t"
+    }
