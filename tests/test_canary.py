@@ -78,7 +78,9 @@ class RefusingUpstream(Upstream):
     async def echo(self, request):  # type: ignore[override]
         await self.record(request)
         if request.headers.get("Authorization") == f"Bearer {REFUSED_TOKEN}":
-            return web.json_response({"detail": "token revoked"}, status=401)
+            # As OpenAI says it: the code is what sets a pooled credential aside.
+            error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
+            return web.json_response({"error": error}, status=401)
         return web.json_response({"ok": True})
 
 
