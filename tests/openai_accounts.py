@@ -13,10 +13,41 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 
 import attrs
 from aiohttp import web
 from multidict import CIMultiDict
+
+from gateway.keys import key_digest, new_key
+
+#: The gateway key of the one client of `keys_config`.
+ALICE, _ = new_key()
+ONE_KEY = '{ name = "main", token = "sk-main" }'
+TWO_KEYS = '{ name = "main", token = "sk-main" }, { name = "spare", token = "sk-spare" }'
+
+
+def keys_config(
+    url: str, credentials: str = TWO_KEYS, auth: str = "", upstream: str = "", route: str = ""
+) -> str:
+    """A gateway in keys mode (one key, `ALICE`) in front of this API at ``url``, on ``/v1``;
+    ``auth``, ``upstream`` and ``route`` are TOML added to those tables."""
+    return f"""
+pipeline = ["access_log", "auth"]
+[plugins.auth]
+mode = "keys"
+keys.alice = {{ sha256 = "{key_digest(ALICE)}" }}
+credentials.openai = [{credentials}]
+{auth}
+[upstreams.openai]
+url = "{url}"
+{upstream}
+[routes.openai]
+path = "/v1/{{rest*}}"
+upstream = "openai"
+upstream_path = "/v1/{{rest}}"
+{route}
+"""
 
 
 @attrs.define
@@ -37,8 +68,18 @@ class OpenAIAccounts:
         self.accounts: dict[str, Account] = {}
         #: The headers of every request, in order.
         self.seen: list[CIMultiDict[str]] = []
+        self.url = ""
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    @classmethod
+    async def serve(cls, serve_app: Callable[[web.Application], Awaitable[str]]) -> OpenAIAccounts:
+        """The API with two keys, ``sk-main`` (org-main) and ``sk-spare`` (org-spare), served;
+        its base URL is ``url``."""
+        api = cls()
+        api.accounts = {"sk-main": Account("org-main"), "sk-spare": Account("org-spare")}
+        api.url = await serve_app(api.app)
+        return api
 
     def keys_seen(self) -> list[str]:
         """The API key of every request, in order."""

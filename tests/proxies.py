@@ -15,6 +15,19 @@ _LAUNCH = (
 )
 
 
+async def listening(port: int) -> bool:
+    """Whether something listens on ``127.0.0.1:port`` within 5 s."""
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.025)
+            continue
+        writer.close()
+        return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -55,15 +68,9 @@ class ProxyServer:
             stderr=asyncio.subprocess.STDOUT,
         )
         self._reader = asyncio.create_task(self._read())
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.025)
-                continue
-            writer.close()
-            return self
-        raise RuntimeError(f"pproxy did not start: {self.log}")
+        if not await listening(self.port):
+            raise RuntimeError(f"pproxy did not start: {self.log}")
+        return self
 
     async def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -108,15 +115,9 @@ class Microsocks:
             "-u", self.user, "-P", self.password,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.025)
-                continue
-            writer.close()
-            return self
-        raise RuntimeError("microsocks did not start")
+        if not await listening(self.port):
+            raise RuntimeError("microsocks did not start")
+        return self
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:

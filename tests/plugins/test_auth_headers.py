@@ -10,39 +10,13 @@ from __future__ import annotations
 import openai
 import pytest
 
-from gateway.keys import key_digest, new_key
-from tests.openai_accounts import Account, OpenAIAccounts
-
-ALICE, _ = new_key()
-
-
-def config(url: str, credentials: str, extra: str = "", upstream: str = "") -> str:
-    return f"""
-pipeline = ["access_log", "auth"]
-[plugins.auth]
-mode = "keys"
-keys.alice = {{ sha256 = "{key_digest(ALICE)}" }}
-credentials.openai = [{credentials}]
-[upstreams.openai]
-url = "{url}"
-{upstream}
-[routes.openai]
-path = "/v1/{{rest*}}"
-upstream = "openai"
-upstream_path = "/v1/{{rest}}"
-{extra}
-"""
-
-
-TWO_KEYS = '{ name = "main", token = "sk-main" }, { name = "spare", token = "sk-spare" }'
+from tests.openai_accounts import ALICE, TWO_KEYS, OpenAIAccounts
+from tests.openai_accounts import keys_config as config
 
 
 @pytest.fixture
 async def upstream(serve_app):
-    fake = OpenAIAccounts()
-    fake.accounts = {"sk-main": Account("org-main"), "sk-spare": Account("org-spare")}
-    fake.url = await serve_app(fake.app)
-    return fake
+    return await OpenAIAccounts.serve(serve_app)
 
 
 def sdk(gateway) -> openai.AsyncOpenAI:
@@ -125,7 +99,7 @@ async def test_a_route_may_forward_account_headers_but_never_the_key(upstream, s
 [routes.openai.plugins.auth]
 forward_account_headers = true
 """
-    gateway = await start_gateway(config(upstream.url, TWO_KEYS, route))
+    gateway = await start_gateway(config(upstream.url, TWO_KEYS, route=route))
     sent = {"Authorization": f"Bearer {ALICE}", "OpenAI-Organization": "org-main", "api-key": ALICE}
     async with gateway.request("POST", "/v1/chat/completions", json={}, headers=sent) as response:
         assert response.status == 200

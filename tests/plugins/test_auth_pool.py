@@ -10,39 +10,14 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.keys import key_digest, new_key
 from plugins.credentials import Credential, CredentialPool, NoCredential, Refusal, read_refusal
-from tests.openai_accounts import Account, OpenAIAccounts
-
-ALICE, _ = new_key()
-ONE_KEY = '{ name = "main", token = "sk-main" }'
-TWO_KEYS = '{ name = "main", token = "sk-main" }, { name = "spare", token = "sk-spare" }'
-
-
-def config(url: str, credentials: str = TWO_KEYS, auth: str = "", route: str = "") -> str:
-    return f"""
-pipeline = ["access_log", "auth"]
-[plugins.auth]
-mode = "keys"
-keys.alice = {{ sha256 = "{key_digest(ALICE)}" }}
-credentials.openai = [{credentials}]
-{auth}
-[upstreams.openai]
-url = "{url}"
-[routes.openai]
-path = "/v1/{{rest*}}"
-upstream = "openai"
-upstream_path = "/v1/{{rest}}"
-{route}
-"""
+from tests.openai_accounts import ALICE, ONE_KEY, OpenAIAccounts
+from tests.openai_accounts import keys_config as config
 
 
 @pytest.fixture
 async def upstream(serve_app):
-    fake = OpenAIAccounts()
-    fake.accounts = {"sk-main": Account("org-main"), "sk-spare": Account("org-spare")}
-    fake.url = await serve_app(fake.app)
-    return fake
+    return await OpenAIAccounts.serve(serve_app)
 
 
 async def chat(gateway, model: str = "gpt-4o", headers: dict[str, str] | None = None):
