@@ -122,7 +122,12 @@ class Forwarder:
         """The TLS settings for ``upstream`` (one context per distinct setting)."""
         context = self._tls.get(upstream.tls)
         if context is None:
-            context = self._tls[upstream.tls] = tls_context(upstream.tls)
+            try:
+                context = self._tls[upstream.tls] = tls_context(upstream.tls)
+            except ValueError as exc:  # (checked at load; a file may have gone since)
+                raise UpstreamTlsFailed(
+                    f"TLS settings of upstream {upstream.name!r}: {exc}"
+                ) from None
             if not upstream.tls.verify:
                 logger.warning(
                     "TLS certificates of this upstream are not verified", upstream=upstream.name
@@ -138,9 +143,9 @@ class Forwarder:
         if ex.proxy is None:  # SECURITY: never directly to an upstream that has a proxy
             ex.proxy = self.choose_proxy(upstream)
         route = ex.route
-        pool = self.pool(upstream, ex.proxy, url)
         ex.attempts += 1
         try:
+            pool = self.pool(upstream, ex.proxy, url)
             with upstream_errors(f"upstream {upstream.name!r}", ex.proxy):
                 head, chunked = request_head(
                     ex.method, url.raw_path_qs, pool.host_header, ex.upstream_headers, data
@@ -226,7 +231,8 @@ def proxy_refusal(exc: BaseException, where: str, target: str, proxy: str | None
     """What a proxy that answered, but opened no tunnel, meant by it."""
     code = getattr(exc, "error_code", None)
     text = str(exc).lower()
-    hung_up = isinstance(exc, EOFError) or "incompleteread" in repr(exc.__cause__).lower()
+    # (python-socks wraps a proxy that hung up mid-handshake as IncompleteReadError.)
+    hung_up = isinstance(exc, EOFError) or type(exc.__cause__).__name__ == "IncompleteReadError"
     with_credentials = proxy is not None and URL(proxy).user is not None
     if code == 407 or "authentication" in text or (hung_up and with_credentials):
         return f"proxy refused the credentials: {where}"

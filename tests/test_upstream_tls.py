@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -164,3 +165,13 @@ async def test_unusable_tls_settings_are_config_errors(start_gateway, tls, probl
     with pytest.raises(ConfigError) as caught:
         await start_gateway(config("https://127.0.0.1:9", tls))
     assert "$.upstreams.up.tls" in str(caught.value) and problem in str(caught.value)
+
+
+async def test_a_ca_file_gone_since_the_config_loaded_is_a_502(
+    ca, ca_file, serve_tls, start_gateway
+):
+    url = await serve_tls(ca.issue_cert("127.0.0.1"))
+    gateway = await start_gateway(config(url, f'ca_file = "{ca_file}"'))
+    os.remove(ca_file)
+    status, body = await fetch(gateway)
+    assert status == 502 and "ca_file" in body["error"]["message"]  # type: ignore[index]
