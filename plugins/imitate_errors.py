@@ -23,6 +23,7 @@ OpenAI stream error event after (`stream_error_event`).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from gateway.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from plugins.retry_after import MAX_RETRY_AFTER, retry_after_seconds
 
 __all__ = [
     "ErrorAnswer",
@@ -69,9 +71,10 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Gate
     detail = error_detail(body)
     message = f"ChatGPT answered {status}" + (f": {detail}" if detail else "")
     cls = _BY_STATUS.get(status, BadGateway)
-    retry_after = headers.get("Retry-After")
-    if cls is TooManyRequests and retry_after and retry_after.strip().isdigit():
-        return cls(message, headers={"Retry-After": retry_after.strip()})
+    # SECURITY: the upstream's number, read strictly and clamped, never passed on as it came.
+    seconds = retry_after_seconds(headers.get("Retry-After"), MAX_RETRY_AFTER)
+    if cls is TooManyRequests and seconds is not None:
+        return cls(message, headers={"Retry-After": str(math.ceil(seconds))})
     return cls(message)
 
 

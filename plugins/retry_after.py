@@ -21,6 +21,8 @@ _DURATION = re.compile(
     r"(?:(?P<s>[0-9]{1,6}(?:\.[0-9]{1,9})?)s)?(?:(?P<ms>[0-9]{1,9})ms)?"
 )
 _LIMITS = ("requests", "tokens")
+#: The longest wait an upstream may ask for where no setting says otherwise.
+MAX_RETRY_AFTER = 3600.0
 
 
 def retry_after_seconds(

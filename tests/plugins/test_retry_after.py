@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from plugins.imitate_errors import upstream_error
 from plugins.retry_after import duration_seconds, rate_limit_reset, retry_after_seconds
 
 HOUR = 3600.0
@@ -73,3 +74,12 @@ def test_the_spent_limit_says_when_requests_resume():
     assert rate_limit_reset({"Retry-After": "7", **spent_requests}, HOUR) == 7
     assert rate_limit_reset({"Retry-After": "²", **neither_says}, HOUR) == 2
     assert rate_limit_reset({}, HOUR) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "passed_on"),
+    [("7", "7"), ("²", None), ("9" * 400, "3600"), ("99999999999", "3600"), ("soon", None)],
+)
+def test_imitate_passes_on_only_a_sane_retry_after(given, passed_on):
+    error = upstream_error(429, b'{"detail": "slow down"}', {"Retry-After": given})
+    assert error.status == 429 and error.headers.get("Retry-After") == passed_on
