@@ -105,11 +105,14 @@ class Pool:
         idle_timeout: float,
     ) -> UpstreamResponse:
         """Send one request; the answer holds its connection until released or closed."""
-        try:
-            async with asyncio.timeout(connect_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise SlotTimeout(self._limit) from None
+        if self._slots.locked():  # (only then a wait, and a timer to bound it)
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise SlotTimeout(self._limit) from None
+        else:
+            await self._slots.acquire()
         connection = self._take_idle()
         try:
             if connection is not None:
