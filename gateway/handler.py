@@ -301,13 +301,17 @@ async def forward(
 async def stream_back(
     pipeline: Pipeline, ex: Exchange, upstream: UpstreamResponse
 ) -> tuple[web.StreamResponse, BaseException | None]:
-    """Stream the upstream's body to the client as it arrives, through the body hooks."""
-    body_filter, sse = ready_head(pipeline, ex)
-    length = upstream.content_length
-    if body_filter is None and not sse and length is not None and length <= _SMALL_ANSWER:
-        return await answer_whole(ex, upstream)
+    """Stream the upstream's body to the client as it arrives, through the body hooks.
+
+    Whatever happens (an answer, an error, the client gone, a cancellation), the
+    upstream connection is released or closed exactly once, here.
+    """
     out = ClientStream(ex, upstream.reason)
     try:
+        body_filter, sse = ready_head(pipeline, ex)
+        length = upstream.content_length
+        if body_filter is None and not sse and length is not None and length <= _SMALL_ANSWER:
+            return await answer_whole(ex, upstream)
         if body_filter is None:
             await out.start()  # nothing can change the head any more: send it now
         while True:
@@ -362,11 +366,13 @@ def ready_head(pipeline: Pipeline, ex: Exchange) -> tuple[BodyFilter | None, boo
 async def answer_whole(
     ex: Exchange, upstream: UpstreamResponse
 ) -> tuple[web.StreamResponse, BaseException | None]:
-    """A small answer of known length, sent in one write rather than head, body and end."""
+    """A small answer of known length, sent in one write rather than head, body and end.
+
+    (Called by `stream_back`, which closes the upstream connection unless released here.)
+    """
     try:
         body = await upstream.read()
     except _UPSTREAM_READ_ERRORS as exc:
-        upstream.close()
         error = upstream_read_error(exc)
         answer = error.response()
         ex.status = answer.status
