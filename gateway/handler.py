@@ -19,7 +19,7 @@ from aiohttp import HttpVersion10, HttpVersion11, web
 from multidict import istr
 from yarl import URL
 
-from gateway.body import idle_limited
+from gateway.body import idle_limited, read_upto
 from gateway.errors import (
     BadRequest,
     ExpectationFailed,
@@ -249,16 +249,40 @@ async def answer_locally(
 
 
 async def request_body(ex: Exchange) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
-    """What to send upstream as the body, and whether it can be sent again."""
+    """What to send upstream as the body, and whether it can be sent again.
+
+    A body over `_SMALL_BODY` streams, whether its length is known or not: a
+    chunked one is read until it proves larger, then streamed from there.
+    """
     request = ex.request
     if ex.body is None and request.body_exists:
         length = request.content_length
         if length is not None and length > _SMALL_BODY:
             ex.bytes_in = length
             return idle_limited(request.content, ex.body_idle_timeout), False
+        if length is None:
+            small = min(_SMALL_BODY, ex.max_body_size)
+            start, whole = await read_upto(request, small, ex.body_idle_timeout)
+            if whole:
+                ex.body = start
+            elif small == ex.max_body_size:
+                raise PayloadTooLarge(ex.max_body_size)
+            else:
+                return stream_rest(ex, start), False
         await ex.read_body()
     ex.bytes_in = len(ex.body or b"")
     return ex.body, True
+
+
+async def stream_rest(ex: Exchange, start: bytes) -> AsyncIterator[bytes]:
+    """A body of unknown length too large to hold: ``start``, then the rest as it comes."""
+    ex.bytes_in = len(start)
+    yield start
+    async for chunk in idle_limited(ex.request.content, ex.body_idle_timeout):
+        ex.bytes_in += len(chunk)
+        if ex.bytes_in > ex.max_body_size:
+            raise PayloadTooLarge(ex.max_body_size)
+        yield chunk
 
 
 async def forward(

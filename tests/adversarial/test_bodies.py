@@ -11,6 +11,7 @@ must get its interim answer (or the final one at once).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
@@ -277,3 +278,56 @@ async def test_expect_100_continue_over_the_limit_is_413_at_once(target):
     )
     assert_envelope(answer, 413, "payload_too_large")
     assert target.nothing_reached_upstream()
+
+
+# --- chunked bodies stream like bodies of known length ----------------------------
+
+
+async def tap_holds(target, size: int) -> bool:
+    """Whether the upstream has been sent ``size`` bytes within a few seconds."""
+    for _ in range(250):
+        if len(target.tap.received) >= size:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+async def test_a_large_body_reaches_the_upstream_before_the_client_has_sent_it_all(
+    make_target, framing
+):
+    # The README: bodies over 256 KiB stream.  A chunked one was held whole in
+    # memory up to max_body_size (8 MiB by default) before the upstream saw a byte.
+    config = BASE_CONFIG.replace('max_body_size = "64KiB"', 'max_body_size = "4MiB"')
+    target = await make_target(config)
+    first, rest = os.urandom(600 * 1024), os.urandom(100 * 1024)
+    if framing == "chunked":
+        head = b"POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        start, end = chunked(first, 65536)[:-5], chunked(rest, 65536)
+    else:
+        head = b"POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (
+            len(first) + len(rest)
+        )
+        start, end = first, rest
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(head + start)
+        assert await tap_holds(target, len(first)), len(target.tap.received)
+        await connection.send(end)
+        answer = await connection.read_response(5)
+    assert answer.status == 200
+    assert target.tap.requests() == [(b"POST /public/x HTTP/1.1", first + rest)]
+
+
+async def test_a_streamed_chunked_body_over_the_limit_is_413_and_never_completes(make_target):
+    config = BASE_CONFIG.replace('max_body_size = "64KiB"', 'max_body_size = "512KiB"')
+    target = await make_target(config)
+    head = b"POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(head + chunked(os.urandom(400 * 1024), 65536)[:-5])
+        assert await tap_holds(target, 256 * 1024)
+        with contextlib.suppress(ConnectionError):
+            await connection.send(chunked(os.urandom(200 * 1024), 65536))
+        answer = await connection.read_response(5)
+    assert_envelope(answer, 413, "payload_too_large")
+    assert target.recorder.requests == []  # the upstream never got a whole request
+    assert await target.idle()
