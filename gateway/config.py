@@ -66,8 +66,11 @@ class UpstreamConfig:
     idle_timeout: Seconds = Seconds(300.0)
     #: Headers added to every request to this upstream.
     headers: Mapping[str, str] = attrs.field(factory=dict)
-    #: Send the client's address (``X-Forwarded-For``) upstream.  Off for third parties.
+    #: Send the client's address (``X-Forwarded-For``) upstream, and let through client
+    #: headers that identify it (``gateway.headers.identifies_client``).  Off for third parties.
     forward_client_address: bool = False
+    #: The allow-list mode: when set, only these client headers (and ``Content-*``) go upstream.
+    forward_headers: tuple[str, ...] = ()
     #: The most connections open to this upstream at once (per proxy): a stream holds
     #: one for its whole life, so this caps concurrent streams; more wait their turn.
     max_connections: int = 10_000

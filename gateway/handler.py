@@ -32,7 +32,12 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.headers import client_address, strip_hop_by_hop, upstream_request_headers
+from gateway.headers import (
+    allow_list,
+    client_address,
+    strip_hop_by_hop,
+    upstream_request_headers,
+)
 from gateway.ids import new_id
 from gateway.pipeline import BodyFilter, Pipeline
 from gateway.plugin import Exchange
@@ -181,6 +186,7 @@ def new_exchange(
         keep_length=True,
         forward_client_address=forward_address,
         forward_cookies=route.forward_cookies,
+        allowed=allow_list(upstream.forward_headers) if upstream is not None else None,
     )
     peer = request.remote or ""
     forwarded_for = request.headers.getall("X-Forwarded-For", ())
