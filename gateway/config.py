@@ -46,6 +46,9 @@ class ServerConfig:
     trusted_hops: int = 0
     max_body_size: Bytes = Bytes(8 * 1024 * 1024)
     max_header_size: Bytes = Bytes(16 * 1024)
+    #: The longest server-sent event a plugin's event hook is given (a longer one ends
+    #: the stream with an error event): the most one stream's parser holds.
+    max_event_size: Bytes = Bytes(4 * 1024 * 1024)
     #: How long a client may stay silent: before its request head is complete, between
     #: bytes of its body, and between requests on a kept-alive connection.
     client_idle_timeout: Seconds = Seconds(60.0)

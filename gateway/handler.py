@@ -31,6 +31,7 @@ from gateway.errors import (
     PayloadTooLarge,
     UpstreamError,
     UpstreamTimeout,
+    error_body,
 )
 from gateway.headers import (
     allow_list,
@@ -43,6 +44,7 @@ from gateway.pipeline import BodyFilter, Pipeline
 from gateway.plugin import Exchange
 from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
 from gateway.runtime import Runtime
+from gateway.sse import EventTooLarge
 from gateway.upstream_client import UpstreamProtocolError, UpstreamResponse
 
 logger = structlog.get_logger("gateway")
@@ -212,6 +214,7 @@ def new_exchange(
         request_id=request_id,
         max_body_size=config.server.max_body_size,
         body_idle_timeout=config.server.client_idle_timeout,
+        max_event_size=config.server.max_event_size,
     )
 
 
@@ -357,13 +360,13 @@ async def stream_back(
                 try:
                     chunk = await body_filter.feed(chunk)
                 except Exception as exc:
-                    return out.fail(body_hook_error(ex, exc))[0], exc
+                    return await out.hook_failed(exc), exc
             await out.write(chunk)
         if body_filter is not None:
             try:
                 tail = await body_filter.finish()
             except Exception as exc:
-                return out.fail(body_hook_error(ex, exc))[0], exc
+                return await out.hook_failed(exc), exc
             await out.write(tail)
         response = await out.finish()
         upstream.release()
@@ -455,6 +458,22 @@ class ClientStream:
         response = await self.start()
         await response.write_eof()
         return response
+
+    async def hook_failed(self, exc: Exception) -> web.StreamResponse:
+        """A body hook raised: end the answer as its error says.
+
+        An upstream event longer than ``server.max_event_size`` ends an event
+        stream already begun with an error event, as an SSE client reads errors
+        (the OpenAI SDKs raise it); before that, it is a 502 like any other.
+        """
+        if not isinstance(exc, EventTooLarge):
+            return self.fail(body_hook_error(self.ex, exc))[0]
+        self.ex.log.warning("upstream event too large", error=str(exc))
+        error = UpstreamError(f"the upstream sent {exc}", kind="event_too_large")
+        if self.response is None:
+            return self.fail(error)[0]
+        await self.write(b"data: " + error_body(error.message, error.type, error.code) + b"\n\n")
+        return await self.finish()
 
     def fail(self, error: GatewayError) -> tuple[web.StreamResponse, GatewayError]:
         """The body cannot be finished (the upstream broke off, or a body hook failed).

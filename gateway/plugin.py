@@ -219,6 +219,8 @@ class Exchange:
     max_body_size: int = 8 * 1024 * 1024
     #: The longest silence allowed between bytes of the request body.
     body_idle_timeout: float = 60.0
+    #: The longest server-sent event the gateway parses (``server.max_event_size``).
+    max_event_size: int = 4 * 1024 * 1024
     #: Whether a plugin asked, from ``on_response``, for the request to be sent again.
     retry_requested: bool = False
     #: Whether a retry is possible now (no byte sent yet, the body replayable, attempts left).
