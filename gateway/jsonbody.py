@@ -5,6 +5,9 @@ and ``Infinity`` (not JSON), turns ``1e400`` into infinity, keeps the last of
 duplicate keys (while another parser may keep the first: a key restricted to
 one ``model`` could smuggle another), and recurses without a bound.  Every
 such body is refused here, as a ``ValueError``.
+
+What upstreams send is read leniently (`loads_upstream`), but nothing a third
+party sends may escape as anything other than a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ def loads(raw: bytes) -> Any:
         return json.loads(
             text, object_pairs_hook=_object, parse_constant=_constant, parse_float=_float
         )
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def loads_upstream(raw: bytes | bytearray | str) -> Any:
+    """Parse JSON an upstream sent, as ``json.loads`` does; ``ValueError`` for anything
+    unreadable, nesting too deep for the parser (a ``RecursionError``) included."""
+    try:
+        return json.loads(raw)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -14,7 +14,6 @@ calls only the hooks each plugin overrides:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -124,8 +123,9 @@ class SSEEvent:
     retry: int | None = None
 
     def json(self) -> Any:
-        """The ``data`` field parsed as JSON (raises ``ValueError`` when it is not)."""
-        return json.loads(self.data)
+        """The ``data`` field parsed as JSON (raises ``ValueError`` when it is not, or
+        is nested too deeply to parse)."""
+        return jsonbody.loads_upstream(self.data)
 
     def encode(self) -> bytes:
         """Serialise the event, ending with the blank line that terminates it."""

@@ -35,6 +35,7 @@ from gateway.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from gateway.jsonbody import loads_upstream
 
 __all__ = [
     "ErrorAnswer",
@@ -83,8 +84,8 @@ def upstream_unreadable(reason: str) -> BadGateway:
 def error_detail(body: bytes) -> str | None:
     """The readable reason in a ChatGPT error body, if it has one."""
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        parsed = loads_upstream(body)
+    except ValueError:  # (UnicodeDecodeError is one)
         return None
     if not isinstance(parsed, dict):
         return None
