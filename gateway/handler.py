@@ -42,6 +42,7 @@ from gateway.headers import (
 from gateway.ids import new_id
 from gateway.pipeline import BodyFilter, Pipeline
 from gateway.plugin import Exchange
+from gateway.responses import UpstreamStream, UpstreamWhole
 from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
 from gateway.runtime import Runtime
 from gateway.sse import EventTooLarge
@@ -414,9 +415,10 @@ async def answer_whole(
     ex.bytes_out = len(body)
     upstream.release()
     assert ex.status is not None and ex.response_headers is not None
-    ex.response_headers.popall("Content-Length", None)  # the response sets its own
+    if ex.method != "HEAD":  # (a HEAD answer keeps the length the body would have had)
+        ex.response_headers.popall("Content-Length", None)  # the response sets its own
     reason = upstream.reason if ex.status == ex.upstream_status else None
-    return web.Response(
+    return UpstreamWhole(
         status=ex.status, reason=reason, headers=ex.response_headers, body=body
     ), None
 
@@ -441,7 +443,7 @@ class ClientStream:
             ex = self.ex
             assert ex.status is not None
             reason = self.reason if ex.status == ex.upstream_status else None
-            self.response = web.StreamResponse(
+            self.response = UpstreamStream(
                 status=ex.status, reason=reason, headers=ex.response_headers
             )
             # The response holds its own copy: keep that one only, for the length of the stream.
