@@ -5,9 +5,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import StreamReader, web
+from aiohttp import HttpVersion11, StreamReader, web
 
 from gateway.errors import PayloadTooLarge, RequestTimeout
+
+
+async def continue_if_expected(request: web.BaseRequest) -> None:
+    """Send the ``100 Continue`` a client that sent ``Expect: 100-continue`` waits for.
+
+    Called when the body is first needed, so that a request the plugins refuse
+    first (no key, over a limit) is answered without inviting its body.  Once per
+    request, and not when some of the body has come anyway.
+    """
+    if (
+        request.version == HttpVersion11
+        and request.body_exists
+        and request.writer.output_size == 0  # (nothing sent yet: no 100 either)
+        and request.content.total_bytes == 0
+        and not request.content.is_eof()
+        and request.headers.get("Expect", "").strip().lower() == "100-continue"
+    ):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 async def next_chunk(stream: StreamReader, idle: float) -> bytes:
@@ -31,6 +49,7 @@ async def read_upto(request: web.BaseRequest, size: int, idle: float) -> tuple[b
     past ``size``.
     """
     stream = request.content
+    await continue_if_expected(request)
     # Fast path: a small body usually arrives with the head and is buffered already;
     # taking it costs no await and no timer (a timed read costs microseconds).
     first = stream.read_nowait(-1)

@@ -19,7 +19,7 @@ from aiohttp import HttpVersion10, HttpVersion11, web
 from multidict import istr
 from yarl import URL
 
-from gateway.body import idle_limited, read_upto
+from gateway.body import continue_if_expected, idle_limited, read_upto
 from gateway.errors import (
     BadRequest,
     ExpectationFailed,
@@ -149,22 +149,26 @@ async def admit(
 ) -> tuple[RouteMatch, str] | web.StreamResponse:
     """The route and normalised path of ``request``, or the answer that refuses it.
 
-    Nothing has reached a plugin yet.  ``Expect: 100-continue`` is met here,
-    once every check that needs no body has passed.
+    Nothing has reached a plugin yet.  An ``Expect`` other than ``100-continue``
+    is refused here; ``100-continue`` is met only when the body is first read
+    (`gateway.body.continue_if_expected`), after the plugins before that (auth,
+    limits) have let the request through.
     """
     refusal = refuse_early(request, runtime)
     if refusal is not None:
         return refusal.response()
+    if "Upgrade" in request.headers:
+        # The gateway switches no protocol.  aiohttp's parser drops what followed an
+        # Upgrade request in the same read (a pipelined request would wait for the idle
+        # timeout, unanswered): close the connection after this answer instead.
+        request.protocol.close()
     path = normalize_path(request.path)
     match = runtime.router.match(request.method, path)
     if match is None:
         return NotFound(f"no route for {request.method} {path}").response()
     expect = request.headers.get("Expect")
-    if expect is not None:
-        if expect.strip().lower() != "100-continue":
-            return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
-        if request.version == HttpVersion11 and request.body_exists:
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    if expect is not None and expect.strip().lower() != "100-continue":
+        return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
     return match, path
 
 
@@ -269,6 +273,7 @@ async def request_body(ex: Exchange) -> tuple[bytes | AsyncIterator[bytes] | Non
         length = request.content_length
         if length is not None and length > _SMALL_BODY:
             ex.bytes_in = length
+            await continue_if_expected(request)
             return idle_limited(request.content, ex.body_idle_timeout), False
         if length is None:
             small = min(_SMALL_BODY, ex.max_body_size)

@@ -331,3 +331,37 @@ async def test_a_streamed_chunked_body_over_the_limit_is_413_and_never_completes
     assert_envelope(answer, 413, "payload_too_large")
     assert target.recorder.requests == []  # the upstream never got a whole request
     assert await target.idle()
+
+
+BOB, _ = new_key()
+KEYS = BASE_CONFIG.replace('["access_log"]', '["access_log", "auth"]') + (
+    f'[plugins.auth]\nmode = "keys"\nkeys.bob = {{ sha256 = "{key_digest(BOB)}" }}\n'
+)
+
+
+async def test_expect_100_continue_is_met_only_after_auth_has_run(make_target):
+    # A client with no key must not be invited to send its 50 kB; one with a key is.
+    target = await make_target(KEYS)
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(
+            request("POST", "/public/x", "Expect: 100-continue", "Content-Length: 50000")
+        )
+        answer = await connection.read_response(1.5)
+    assert_envelope(answer, 401, "unauthorized")
+    assert target.nothing_reached_upstream()
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(
+            request(
+                "POST",
+                "/public/x",
+                "Expect: 100-continue",
+                "Content-Length: 5",
+                f"Authorization: Bearer {BOB}",
+            )
+        )
+        interim = await connection.read_response(1.5)
+        assert interim.status == 100
+        await connection.send(b"hello")
+        answer = await connection.read_response(5)
+    assert answer.status == 200
+    assert target.tap.requests() == [(b"POST /public/x HTTP/1.1", b"hello")]
