@@ -9,6 +9,7 @@ middlewares and signals is not paid.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 
 import structlog
@@ -46,7 +47,8 @@ class JsonErrorRequestHandler(RequestHandler):
         elif status >= 500:
             code, text = "internal_error", "the gateway failed to handle the request"
             logger.error("unhandled error", exc_info=exc)
-        logger.debug("rejected malformed request", status=status, error=str(exc)[:200])
+        # SECURITY: aiohttp's messages quote the request bytes around the error (a token).
+        logger.debug("rejected malformed request", status=status, **error_kind(exc))
         response = web.Response(
             status=status,
             body=error_body(
@@ -56,6 +58,20 @@ class JsonErrorRequestHandler(RequestHandler):
         )
         response.force_close()
         return response
+
+
+# Where aiohttp's description of a parse error ends and its quote of the request begins.
+_QUOTE = re.compile(r"""[:'"]| when reading| b'""")
+
+
+def error_kind(exc: BaseException | None) -> dict[str, str]:
+    """What went wrong with a malformed request, for a log line: the error's class and
+    the first words of its message, never the bytes it quotes (they may hold a token)."""
+    if exc is None:
+        return {}
+    text = exc.message if isinstance(exc, http_exceptions.HttpProcessingError) else str(exc)
+    reason = _QUOTE.split(text.strip().partition("\n")[0], maxsplit=1)[0].strip()
+    return {"error": type(exc).__name__, "reason": reason[:80]}
 
 
 class GatewayServer(web.Server):
