@@ -49,6 +49,9 @@ class ServerConfig:
     #: The longest server-sent event a plugin's event hook is given (a longer one ends
     #: the stream with an error event): the most one stream's parser holds.
     max_event_size: Bytes = Bytes(4 * 1024 * 1024)
+    #: The most client connections open at once; more are answered 503 and closed.
+    #: 0: half the open-file limit (each proxied request needs two descriptors).
+    max_client_connections: int = 0
     #: How long a client may stay silent: before its request head is complete, between
     #: bytes of its body, and between requests on a kept-alive connection.
     client_idle_timeout: Seconds = Seconds(60.0)

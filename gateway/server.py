@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+from typing import Any
 
 import structlog
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.connection_cap import Refusal, default_cap
 from gateway.errors import error_body
 from gateway.handler import Gateway
 from gateway.runtime import Runtime
@@ -75,9 +77,16 @@ def error_kind(exc: BaseException | None) -> dict[str, str]:
 
 
 class GatewayServer(web.Server):
-    """`web.Server` whose connections use `JsonErrorRequestHandler`."""
+    """`web.Server` whose connections use `JsonErrorRequestHandler`, at most
+    ``max_connections`` at once (0: no cap); one over gets a `Refusal`."""
 
-    def __call__(self) -> RequestHandler:
+    def __init__(self, *args: Any, max_connections: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = max_connections
+
+    def __call__(self) -> RequestHandler | Refusal:  # type: ignore[override]
+        if self.max_connections and len(self._connections) >= self.max_connections:
+            return Refusal()
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
@@ -130,6 +139,7 @@ class Service:
             # this long, so that the client sees the answer rather than a reset.
             lingering_time=2.0,
             access_log=None,
+            max_connections=server_config.max_client_connections or default_cap(),
         )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
