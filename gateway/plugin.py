@@ -260,7 +260,7 @@ class Exchange:
                 )
             raw = await self.read_body()
             try:
-                self._json = jsonbody.loads(raw) if raw.strip() else None
+                self._json = await jsonbody.loads_async(raw) if raw.strip() else None
             except ValueError as exc:
                 raise BadRequest(f"request body is not valid JSON: {exc}") from None
         return self._json

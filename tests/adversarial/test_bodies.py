@@ -20,6 +20,7 @@ import zlib
 
 import pytest
 
+from gateway import jsonbody
 from gateway.keys import key_digest, new_key
 from tests.adversarial.rawhttp import RawConnection
 from tests.adversarial.support import (
@@ -365,3 +366,35 @@ async def test_expect_100_continue_is_met_only_after_auth_has_run(make_target):
         answer = await connection.read_response(5)
     assert answer.status == 200
     assert target.tap.requests() == [(b"POST /public/x HTTP/1.1", b"hello")]
+
+
+# --- large JSON bodies do not stall the loop ---------------------------------------
+
+
+async def test_a_large_json_body_is_parsed_while_the_loop_serves_others():
+    # Ordering, not timing: a task that is ready while the body is parsed gets to
+    # run before the parse returns (it cannot when the parse holds the loop).
+    body = json.dumps({"messages": [{"role": "user", "n": i} for i in range(100_000)]}).encode()
+    assert len(body) > 2 * 1024 * 1024
+    turns = 0
+
+    async def other_request() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(other_request())
+    await asyncio.sleep(0)
+    before = turns
+    parsed = await jsonbody.loads_async(body)
+    during = turns - before
+    task.cancel()
+    assert len(parsed["messages"]) == 100_000
+    assert during > 0
+
+
+async def test_a_small_json_body_is_parsed_at_once():
+    assert await jsonbody.loads_async(b'{"a": 1}') == {"a": 1}
+    with pytest.raises(ValueError):
+        await jsonbody.loads_async(b'{"a": 1, "a": 2}' + b" " * (1024 * 1024))
