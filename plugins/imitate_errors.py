@@ -48,6 +48,8 @@ __all__ = [
 
 # Longer upstream messages are cut: an error body is not a place for a whole page.
 _MAX_MESSAGE = 500
+# The longest wait passed on from ChatGPT's Retry-After (seconds).
+_MAX_RETRY_AFTER = 3600
 
 
 class UpstreamNotFound(NotFound):
@@ -70,10 +72,21 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Gate
     detail = error_detail(body)
     message = f"ChatGPT answered {status}" + (f": {detail}" if detail else "")
     cls = _BY_STATUS.get(status, BadGateway)
-    retry_after = headers.get("Retry-After")
-    if cls is TooManyRequests and retry_after and retry_after.strip().isdigit():
-        return cls(message, headers={"Retry-After": retry_after.strip()})
+    retry_after = retry_after_seconds(headers.get("Retry-After", ""))
+    if cls is TooManyRequests and retry_after is not None:
+        return cls(message, headers={"Retry-After": str(retry_after)})
     return cls(message)
+
+
+def retry_after_seconds(value: str) -> int | None:
+    """A ``Retry-After`` in seconds, read strictly (ASCII digits: ``"²".isdigit()`` is
+    true too) and clamped to `_MAX_RETRY_AFTER`; ``None`` for anything else."""
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    if len(value) > 12:  # (int() of 5,000 digits is slow, and the answer is the same)
+        return _MAX_RETRY_AFTER
+    return min(int(value), _MAX_RETRY_AFTER)
 
 
 def upstream_unreadable(reason: str) -> BadGateway:

@@ -335,3 +335,30 @@ async def test_no_client_input_and_no_upstream_content_makes_a_500(hostile, requ
 def test_the_deep_payloads_really_are_too_deep():
     with pytest.raises(RecursionError), contextlib.suppress(ValueError):
         json.loads(DEEP)
+
+
+@pytest.mark.parametrize(
+    ("given", "passed_on"),
+    [
+        ("30", "30"),
+        ("\u00b2", None),
+        ("99999", "3600"),
+        ("1" + "0" * 400, "3600"),
+        ("-5", None),
+        ("Fri, 31 Dec", None),
+    ],
+    ids=["digits", "superscript-two", "clamped", "400-digits", "negative", "a-date"],
+)
+async def test_imitate_passes_on_only_a_retry_after_it_can_read(start_gateway, given, passed_on):
+    # (No credential pool here: how auth's pool reads Retry-After is another matter.)
+    upstream = Upstream()
+    head = f"HTTP/1.1 429 X\r\nConnection: close\r\nRetry-After: {given}\r\n".encode()
+    upstream.answer = head + b"Content-Length: 2\r\n\r\n{}"
+    config = CONFIG.replace('pipeline = ["access_log", "auth", "ratelimit"]', "pipeline = []")
+    async with ScriptedUpstream(upstream.script) as server:
+        gateway = await start_gateway(config.replace("@URL@", server.url))
+        async with await RawConnection.open(gateway.service.port) as connection:
+            await connection.send(call("POST", "/imitate/v1/chat/completions", CHAT))
+            response = await connection.read_response(5)
+    assert response.status == 429
+    assert response.header("Retry-After") == passed_on
