@@ -27,6 +27,7 @@ from tests.adversarial.support import (
     BASE_CONFIG,
     JSON_ROUTE,
     assert_envelope,
+    keys_config,
     request,
 )
 
@@ -335,14 +336,11 @@ async def test_a_streamed_chunked_body_over_the_limit_is_413_and_never_completes
 
 
 BOB, _ = new_key()
-KEYS = BASE_CONFIG.replace('["access_log"]', '["access_log", "auth"]') + (
-    f'[plugins.auth]\nmode = "keys"\nkeys.bob = {{ sha256 = "{key_digest(BOB)}" }}\n'
-)
 
 
 async def test_expect_100_continue_is_met_only_after_auth_has_run(make_target):
     # A client with no key must not be invited to send its 50 kB; one with a key is.
-    target = await make_target(KEYS)
+    target = await make_target(keys_config(BOB))
     async with await RawConnection.open(target.port) as connection:
         await connection.send(
             request("POST", "/public/x", "Expect: 100-continue", "Content-Length: 50000")

@@ -15,23 +15,14 @@ import json
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.keys import key_digest, new_key
-from tests.adversarial.support import BASE_CONFIG, assert_envelope
+from gateway.keys import new_key
+from tests.adversarial.support import AUTH_CONFIG as BASE_AUTH_CONFIG
+from tests.adversarial.support import assert_envelope, keys_config
 
 # Room in the head for a token nested 8,000 deep.
-AUTH_CONFIG = BASE_CONFIG.replace(
-    'pipeline = ["access_log"]', 'pipeline = ["access_log", "auth"]'
-).replace('max_header_size = "8KiB"', 'max_header_size = "64KiB"')
+AUTH_CONFIG = BASE_AUTH_CONFIG.replace('max_header_size = "8KiB"', 'max_header_size = "64KiB"')
 CLIENT_KEY, _ = new_key()
-KEYS_CONFIG = (
-    AUTH_CONFIG
-    + f"""
-[plugins.auth]
-mode = "keys"
-credentials.up = [{{ name = "main", token = "upstream-secret" }}]
-keys.alice = {{ sha256 = "{key_digest(CLIENT_KEY)}" }}
-"""
-)
+KEYS_CONFIG = keys_config(CLIENT_KEY, AUTH_CONFIG)
 
 
 def jwt(payload: bytes) -> bytes:

@@ -17,7 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.sse import EventTooLarge, SSEParser
-from tests.adversarial.rawhttp import RawConnection, ScriptedUpstream
+from tests.adversarial.rawhttp import RawConnection, RawResponse, ScriptedUpstream
 from tests.adversarial.support import BASE_CONFIG, SSE_ROUTE, assert_clean, assert_envelope, request
 
 SSE_HEAD = (
@@ -90,13 +90,19 @@ def endless(first: bytes):
     return script
 
 
-async def test_an_over_long_event_ends_a_started_stream_with_an_error_event(events_behind):
-    service = await events_behind(endless(b"data: one\n\n"))
+async def fetch_logged(service) -> tuple[RawResponse, list[dict]]:
+    """GET /events/x: the answer, checked clean, and what was logged meanwhile."""
     with capture_logs() as logs:
         async with await RawConnection.open(service.port) as connection:
             await connection.send(request("GET", "/events/x"))
             answer = await connection.read_response(5)
             assert_clean(bytes(connection.received))
+    return answer, logs
+
+
+async def test_an_over_long_event_ends_a_started_stream_with_an_error_event(events_behind):
+    service = await events_behind(endless(b"data: one\n\n"))
+    answer, logs = await fetch_logged(service)
     assert answer.status == 200 and answer.complete
     first, error, tail = answer.body.split(b"\n\n")
     assert first == b"data: one" and tail == b""
@@ -108,10 +114,6 @@ async def test_an_over_long_event_ends_a_started_stream_with_an_error_event(even
 
 async def test_an_over_long_first_event_is_a_502(events_behind):
     service = await events_behind(endless(b""))
-    with capture_logs() as logs:
-        async with await RawConnection.open(service.port) as connection:
-            await connection.send(request("GET", "/events/x"))
-            answer = await connection.read_response(5)
-            assert_clean(bytes(connection.received))
+    answer, logs = await fetch_logged(service)
     assert_envelope(answer, 502, "bad_gateway")
     assert any(entry["event"] == "upstream event too large" for entry in logs), logs
