@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 
 import aiohttp
 import structlog
@@ -19,7 +19,7 @@ from aiohttp import HttpVersion10, HttpVersion11, web
 from multidict import istr
 from yarl import URL
 
-from gateway.body import continue_if_expected, idle_limited, read_upto
+from gateway.body import request_body
 from gateway.errors import (
     BadRequest,
     ExpectationFailed,
@@ -30,8 +30,6 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     UpstreamError,
-    UpstreamTimeout,
-    error_body,
 )
 from gateway.headers import (
     allow_list,
@@ -42,18 +40,14 @@ from gateway.headers import (
 from gateway.ids import new_id
 from gateway.pipeline import BodyFilter, Pipeline
 from gateway.plugin import Exchange
-from gateway.responses import UpstreamStream, UpstreamWhole
+from gateway.responses import ClientStream, UpstreamWhole, upstream_read_error
 from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
 from gateway.runtime import Runtime
-from gateway.sse import EventTooLarge
 from gateway.upstream_client import UpstreamProtocolError, UpstreamResponse
 
 logger = structlog.get_logger("gateway")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# Bodies up to this size are read whole: cheaper than streaming, and replayable
-# when a plugin asks for a retry on another credential.
-_SMALL_BODY = 256 * 1024
 # Answers up to this size, of known length, that no body hook wants, go out in one write.
 _SMALL_ANSWER = 64 * 1024
 _MAX_ATTEMPTS = 8
@@ -262,44 +256,6 @@ async def answer_locally(
     return replaced or response
 
 
-async def request_body(ex: Exchange) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
-    """What to send upstream as the body, and whether it can be sent again.
-
-    A body over `_SMALL_BODY` streams, whether its length is known or not: a
-    chunked one is read until it proves larger, then streamed from there.
-    """
-    request = ex.request
-    if ex.body is None and request.body_exists:
-        length = request.content_length
-        if length is not None and length > _SMALL_BODY:
-            ex.bytes_in = length
-            await continue_if_expected(request)
-            return idle_limited(request.content, ex.body_idle_timeout), False
-        if length is None:
-            small = min(_SMALL_BODY, ex.max_body_size)
-            start, whole = await read_upto(request, small, ex.body_idle_timeout)
-            if whole:
-                ex.body = start
-            elif small == ex.max_body_size:
-                raise PayloadTooLarge(ex.max_body_size)
-            else:
-                return stream_rest(ex, start), False
-        await ex.read_body()
-    ex.bytes_in = len(ex.body or b"")
-    return ex.body, True
-
-
-async def stream_rest(ex: Exchange, start: bytes) -> AsyncIterator[bytes]:
-    """A body of unknown length too large to hold: ``start``, then the rest as it comes."""
-    ex.bytes_in = len(start)
-    yield start
-    async for chunk in idle_limited(ex.request.content, ex.body_idle_timeout):
-        ex.bytes_in += len(chunk)
-        if ex.bytes_in > ex.max_body_size:
-            raise PayloadTooLarge(ex.max_body_size)
-        yield chunk
-
-
 async def forward(
     runtime: Runtime, pipeline: Pipeline, ex: Exchange
 ) -> tuple[web.StreamResponse | UpstreamResponse, BaseException | None]:
@@ -426,90 +382,3 @@ async def answer_whole(
     return UpstreamWhole(
         status=ex.status, reason=reason, headers=ex.response_headers, body=body
     ), None
-
-
-class ClientStream:
-    """The answer to the client, whose head is sent with its first byte.
-
-    Until a body hook first returns bytes, hooks may still change ``ex.status``
-    and ``ex.response_headers``: a plugin that buffers a whole body can choose
-    the status from what it found.
-    """
-
-    __slots__ = ("ex", "reason", "response")
-
-    def __init__(self, ex: Exchange, reason: str | None) -> None:
-        self.ex = ex
-        self.reason = reason
-        self.response: web.StreamResponse | None = None
-
-    async def start(self) -> web.StreamResponse:
-        if self.response is None:
-            ex = self.ex
-            assert ex.status is not None
-            reason = self.reason if ex.status == ex.upstream_status else None
-            self.response = UpstreamStream(
-                status=ex.status, reason=reason, headers=ex.response_headers
-            )
-            # The response holds its own copy: keep that one only, for the length of the stream.
-            ex.response_headers = self.response.headers
-            await self.response.prepare(ex.request)
-        return self.response
-
-    async def write(self, data: bytes) -> None:
-        if data:
-            self.ex.bytes_out += len(data)
-            await (self.response or await self.start()).write(data)
-
-    async def finish(self) -> web.StreamResponse:
-        response = await self.start()
-        await response.write_eof()
-        return response
-
-    async def hook_failed(self, exc: Exception) -> web.StreamResponse:
-        """A body hook raised: end the answer as its error says.
-
-        An upstream event longer than ``server.max_event_size`` ends an event
-        stream already begun with an error event, as an SSE client reads errors
-        (the OpenAI SDKs raise it); before that, it is a 502 like any other.
-        """
-        if not isinstance(exc, EventTooLarge):
-            return self.fail(body_hook_error(self.ex, exc))[0]
-        self.ex.log.warning("upstream event too large", error=str(exc))
-        error = UpstreamError(f"the upstream sent {exc}", kind="event_too_large")
-        if self.response is None:
-            return self.fail(error)[0]
-        await self.write(b"data: " + error_body(error.message, error.type, error.code) + b"\n\n")
-        return await self.finish()
-
-    def fail(self, error: GatewayError) -> tuple[web.StreamResponse, GatewayError]:
-        """The body cannot be finished (the upstream broke off, or a body hook failed).
-
-        If the client has seen nothing yet it gets a clean error; otherwise its
-        connection is aborted, so that it can tell the answer is incomplete.
-        """
-        if self.response is None:
-            self.ex.log.info("answered with an error before the body", error=error.message)
-            answer = error.response()
-            self.ex.status = answer.status
-            return answer, error
-        self.ex.log.warning("answer broken off", error=error.message)
-        transport = self.ex.request.transport
-        if transport is not None:
-            transport.abort()
-        return self.response, error
-
-
-def upstream_read_error(exc: BaseException) -> GatewayError:
-    """The error for an upstream body that broke off or went idle."""
-    if isinstance(exc, TimeoutError):
-        return UpstreamTimeout("upstream went idle mid-response", kind="idle_timeout")
-    return UpstreamError(f"upstream broke off mid-response: {type(exc).__name__}", kind="aborted")
-
-
-def body_hook_error(ex: Exchange, exc: Exception) -> GatewayError:
-    """The error for a body hook that raised: its own if it chose one, else a logged failure."""
-    if isinstance(exc, GatewayError):
-        return exc
-    ex.log.exception("body hook failed")
-    return GatewayError("a plugin failed while streaming the answer")
