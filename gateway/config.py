@@ -46,6 +46,12 @@ class ServerConfig:
     trusted_hops: int = 0
     max_body_size: Bytes = Bytes(8 * 1024 * 1024)
     max_header_size: Bytes = Bytes(16 * 1024)
+    #: The longest server-sent event a plugin's event hook is given (a longer one ends
+    #: the stream with an error event): the most one stream's parser holds.
+    max_event_size: Bytes = Bytes(4 * 1024 * 1024)
+    #: The most client connections open at once; more are answered 503 and closed.
+    #: 0: half the open-file limit (each proxied request needs two descriptors).
+    max_client_connections: int = 0
     #: How long a client may stay silent: before its request head is complete, between
     #: bytes of its body, and between requests on a kept-alive connection.
     client_idle_timeout: Seconds = Seconds(60.0)
@@ -90,8 +96,11 @@ class UpstreamConfig:
     idle_timeout: Seconds = Seconds(300.0)
     #: Headers added to every request to this upstream.
     headers: Mapping[str, str] = attrs.field(factory=dict)
-    #: Send the client's address (``X-Forwarded-For``) upstream.  Off for third parties.
+    #: Send the client's address (``X-Forwarded-For``) upstream, and let through client
+    #: headers that identify it (``gateway.headers.identifies_client``).  Off for third parties.
     forward_client_address: bool = False
+    #: The allow-list mode: when set, only these client headers (and ``Content-*``) go upstream.
+    forward_headers: tuple[str, ...] = ()
     #: The most connections open to this upstream at once (per proxy): a stream holds
     #: one for its whole life, so this caps concurrent streams; more wait their turn.
     max_connections: int = 10_000

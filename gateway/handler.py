@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 
 import aiohttp
 import structlog
@@ -19,7 +19,7 @@ from aiohttp import HttpVersion10, HttpVersion11, web
 from multidict import istr
 from yarl import URL
 
-from gateway.body import idle_limited
+from gateway.body import request_body
 from gateway.errors import (
     BadRequest,
     ExpectationFailed,
@@ -30,12 +30,17 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     UpstreamError,
-    UpstreamTimeout,
 )
-from gateway.headers import client_address, strip_hop_by_hop, upstream_request_headers
+from gateway.headers import (
+    allow_list,
+    client_address,
+    strip_hop_by_hop,
+    upstream_request_headers,
+)
 from gateway.ids import new_id
 from gateway.pipeline import BodyFilter, Pipeline
 from gateway.plugin import Exchange
+from gateway.responses import ClientStream, UpstreamWhole, upstream_read_error
 from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
 from gateway.runtime import Runtime
 from gateway.upstream_client import UpstreamProtocolError, UpstreamResponse
@@ -43,9 +48,6 @@ from gateway.upstream_client import UpstreamProtocolError, UpstreamResponse
 logger = structlog.get_logger("gateway")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# Bodies up to this size are read whole: cheaper than streaming, and replayable
-# when a plugin asks for a retry on another credential.
-_SMALL_BODY = 256 * 1024
 # Answers up to this size, of known length, that no body hook wants, go out in one write.
 _SMALL_ANSWER = 64 * 1024
 _MAX_ATTEMPTS = 8
@@ -141,22 +143,26 @@ async def admit(
 ) -> tuple[RouteMatch, str] | web.StreamResponse:
     """The route and normalised path of ``request``, or the answer that refuses it.
 
-    Nothing has reached a plugin yet.  ``Expect: 100-continue`` is met here,
-    once every check that needs no body has passed.
+    Nothing has reached a plugin yet.  An ``Expect`` other than ``100-continue``
+    is refused here; ``100-continue`` is met only when the body is first read
+    (`gateway.body.continue_if_expected`), after the plugins before that (auth,
+    limits) have let the request through.
     """
     refusal = refuse_early(request, runtime)
     if refusal is not None:
         return refusal.response()
+    if "Upgrade" in request.headers:
+        # The gateway switches no protocol.  aiohttp's parser drops what followed an
+        # Upgrade request in the same read (a pipelined request would wait for the idle
+        # timeout, unanswered): close the connection after this answer instead.
+        request.protocol.close()
     path = normalize_path(request.path)
     match = runtime.router.match(request.method, path)
     if match is None:
         return NotFound(f"no route for {request.method} {path}").response()
     expect = request.headers.get("Expect")
-    if expect is not None:
-        if expect.strip().lower() != "100-continue":
-            return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
-        if request.version == HttpVersion11 and request.body_exists:
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    if expect is not None and expect.strip().lower() != "100-continue":
+        return ExpectationFailed(f"cannot meet the expectation {expect[:40]!r}").response()
     return match, path
 
 
@@ -181,6 +187,7 @@ def new_exchange(
         keep_length=True,
         forward_client_address=forward_address,
         forward_cookies=route.forward_cookies,
+        allowed=allow_list(upstream.forward_headers) if upstream is not None else None,
     )
     peer = request.remote or ""
     forwarded_for = request.headers.getall("X-Forwarded-For", ())
@@ -208,6 +215,7 @@ def new_exchange(
         proxy=runtime.forwarder.choose_proxy(upstream),
         max_body_size=config.server.max_body_size,
         body_idle_timeout=config.server.client_idle_timeout,
+        max_event_size=config.server.max_event_size,
     )
 
 
@@ -248,19 +256,6 @@ async def answer_locally(
         return response
     replaced, _ = await pipeline.run_response(ex, before)
     return replaced or response
-
-
-async def request_body(ex: Exchange) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
-    """What to send upstream as the body, and whether it can be sent again."""
-    request = ex.request
-    if ex.body is None and request.body_exists:
-        length = request.content_length
-        if length is not None and length > _SMALL_BODY:
-            ex.bytes_in = length
-            return idle_limited(request.content, ex.body_idle_timeout), False
-        await ex.read_body()
-    ex.bytes_in = len(ex.body or b"")
-    return ex.body, True
 
 
 async def forward(
@@ -304,13 +299,17 @@ async def forward(
 async def stream_back(
     pipeline: Pipeline, ex: Exchange, upstream: UpstreamResponse
 ) -> tuple[web.StreamResponse, BaseException | None]:
-    """Stream the upstream's body to the client as it arrives, through the body hooks."""
-    body_filter, sse = ready_head(pipeline, ex)
-    length = upstream.content_length
-    if body_filter is None and not sse and length is not None and length <= _SMALL_ANSWER:
-        return await answer_whole(ex, upstream)
+    """Stream the upstream's body to the client as it arrives, through the body hooks.
+
+    Whatever happens (an answer, an error, the client gone, a cancellation), the
+    upstream connection is released or closed exactly once, here.
+    """
     out = ClientStream(ex, upstream.reason)
     try:
+        body_filter, sse = ready_head(pipeline, ex)
+        length = upstream.content_length
+        if body_filter is None and not sse and length is not None and length <= _SMALL_ANSWER:
+            return await answer_whole(ex, upstream)
         if body_filter is None:
             await out.start()  # nothing can change the head any more: send it now
         while True:
@@ -326,13 +325,13 @@ async def stream_back(
                 try:
                     chunk = await body_filter.feed(chunk)
                 except Exception as exc:
-                    return out.fail(body_hook_error(ex, exc))[0], exc
+                    return await out.hook_failed(exc), exc
             await out.write(chunk)
         if body_filter is not None:
             try:
                 tail = await body_filter.finish()
             except Exception as exc:
-                return out.fail(body_hook_error(ex, exc))[0], exc
+                return await out.hook_failed(exc), exc
             await out.write(tail)
         response = await out.finish()
         upstream.release()
@@ -365,11 +364,13 @@ def ready_head(pipeline: Pipeline, ex: Exchange) -> tuple[BodyFilter | None, boo
 async def answer_whole(
     ex: Exchange, upstream: UpstreamResponse
 ) -> tuple[web.StreamResponse, BaseException | None]:
-    """A small answer of known length, sent in one write rather than head, body and end."""
+    """A small answer of known length, sent in one write rather than head, body and end.
+
+    (Called by `stream_back`, which closes the upstream connection unless released here.)
+    """
     try:
         body = await upstream.read()
     except _UPSTREAM_READ_ERRORS as exc:
-        upstream.close()
         error = upstream_read_error(exc)
         answer = error.response()
         ex.status = answer.status
@@ -378,79 +379,9 @@ async def answer_whole(
     ex.bytes_out = len(body)
     upstream.release()
     assert ex.status is not None and ex.response_headers is not None
-    ex.response_headers.popall("Content-Length", None)  # the response sets its own
+    if ex.method != "HEAD":  # (a HEAD answer keeps the length the body would have had)
+        ex.response_headers.popall("Content-Length", None)  # the response sets its own
     reason = upstream.reason if ex.status == ex.upstream_status else None
-    return web.Response(
+    return UpstreamWhole(
         status=ex.status, reason=reason, headers=ex.response_headers, body=body
     ), None
-
-
-class ClientStream:
-    """The answer to the client, whose head is sent with its first byte.
-
-    Until a body hook first returns bytes, hooks may still change ``ex.status``
-    and ``ex.response_headers``: a plugin that buffers a whole body can choose
-    the status from what it found.
-    """
-
-    __slots__ = ("ex", "reason", "response")
-
-    def __init__(self, ex: Exchange, reason: str | None) -> None:
-        self.ex = ex
-        self.reason = reason
-        self.response: web.StreamResponse | None = None
-
-    async def start(self) -> web.StreamResponse:
-        if self.response is None:
-            ex = self.ex
-            assert ex.status is not None
-            reason = self.reason if ex.status == ex.upstream_status else None
-            self.response = web.StreamResponse(
-                status=ex.status, reason=reason, headers=ex.response_headers
-            )
-            # The response holds its own copy: keep that one only, for the length of the stream.
-            ex.response_headers = self.response.headers
-            await self.response.prepare(ex.request)
-        return self.response
-
-    async def write(self, data: bytes) -> None:
-        if data:
-            self.ex.bytes_out += len(data)
-            await (self.response or await self.start()).write(data)
-
-    async def finish(self) -> web.StreamResponse:
-        response = await self.start()
-        await response.write_eof()
-        return response
-
-    def fail(self, error: GatewayError) -> tuple[web.StreamResponse, GatewayError]:
-        """The body cannot be finished (the upstream broke off, or a body hook failed).
-
-        If the client has seen nothing yet it gets a clean error; otherwise its
-        connection is aborted, so that it can tell the answer is incomplete.
-        """
-        if self.response is None:
-            self.ex.log.info("answered with an error before the body", error=error.message)
-            answer = error.response()
-            self.ex.status = answer.status
-            return answer, error
-        self.ex.log.warning("answer broken off", error=error.message)
-        transport = self.ex.request.transport
-        if transport is not None:
-            transport.abort()
-        return self.response, error
-
-
-def upstream_read_error(exc: BaseException) -> GatewayError:
-    """The error for an upstream body that broke off or went idle."""
-    if isinstance(exc, TimeoutError):
-        return UpstreamTimeout("upstream went idle mid-response", kind="idle_timeout")
-    return UpstreamError(f"upstream broke off mid-response: {type(exc).__name__}", kind="aborted")
-
-
-def body_hook_error(ex: Exchange, exc: Exception) -> GatewayError:
-    """The error for a body hook that raised: its own if it chose one, else a logged failure."""
-    if isinstance(exc, GatewayError):
-        return exc
-    ex.log.exception("body hook failed")
-    return GatewayError("a plugin failed while streaming the answer")

@@ -1,9 +1,10 @@
-"""Header rules of a proxy: hop-by-hop removal and the client's address."""
+"""Header rules of a proxy: hop-by-hop removal, what upstreams may learn of the
+client, and the client's address."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -25,23 +26,62 @@ HOP_BY_HOP = frozenset(
     )
 )
 
-# Headers that reveal the client or the proxies it came through.  They are not
-# sent to an upstream unless it is configured to receive the client's address.
-CLIENT_ADDRESS = frozenset(
-    h.lower()
-    for h in (
-        "Forwarded",
-        "X-Forwarded-For",
-        "X-Forwarded-Host",
-        "X-Forwarded-Proto",
-        "X-Forwarded-Port",
-        "X-Real-IP",
-        "Via",
-        "True-Client-IP",
-        "CF-Connecting-IP",
-        "X-Client-IP",
-    )
+# SECURITY: what identifies the client is recognised by rule, not by a list of names
+# (every CDN and proxy invents its own: True-Client-IP, Fastly-Client-IP, X-ProxyUser-Ip,
+# ...).  A name is read lower-cased, "_" as "-", and split into words; it identifies
+# the client when it speaks of forwarding or trace context anywhere, or has one of
+# these words, or a word ending in "ip" after one of the prefixes below (X-ClientIP).
+_IDENTIFYING_PARTS = ("forwarded", "trace")
+_IDENTIFYING_WORDS = frozenset(
+    {
+        # addresses
+        "ip",
+        "ips",
+        "ipv4",
+        "ipv6",
+        "addr",
+        "address",
+        "ipaddr",
+        "ipaddress",
+        "via",
+        "real",
+        "remote",
+        "originating",
+        "connecting",
+        # trace context beyond the "trace" names: Zipkin, W3C baggage, OpenTracing, Datadog
+        "b3",
+        "baggage",
+        "span",
+        "spanid",
+        "datadog",
+        # client certificates (nginx's $ssl_client_*, Envoy's XFCC)
+        "cert",
+        "certs",
+        "certificate",
+        "dn",
+        "verify",
+    }
 )
+_IP_OF = ("client", "real", "remote", "user", "source", "src", "peer", "origin", "connecting")
+
+
+@functools.lru_cache(maxsize=4096)
+def identifies_client(name: str) -> bool:
+    """Whether a header ``name`` (any case, ``_`` or ``-``) may identify the client.
+
+    True for any name that names a forwarded, real, remote, originating or client
+    address, a trace context or a client certificate (``X-Forwarded-For``,
+    ``X_Real_IP``, ``CF-Connecting-IP``, ``traceparent``, ``X-SSL-Client-Cert``, ...).
+    """
+    lower = name.lower().replace("_", "-")
+    if any(part in lower for part in _IDENTIFYING_PARTS):
+        return True
+    words = lower.split("-")
+    return any(
+        word in _IDENTIFYING_WORDS or (word.endswith("ip") and word[:-2].endswith(_IP_OF))
+        for word in words
+    )
+
 
 # The request's Host is the gateway's; the forwarder sets the upstream's.
 _REQUEST_ONLY = frozenset(("host", "content-length", "expect"))
@@ -52,8 +92,10 @@ Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 def strip_hop_by_hop(
     headers: Headers | Iterable[tuple[str, str]],
     drop: frozenset[str] = HOP_BY_HOP,
+    keep: Callable[[str], bool] | None = None,
 ) -> CIMultiDict[str]:
-    """A copy of ``headers`` without hop-by-hop headers and any of ``drop`` (lower-case).
+    """A copy of ``headers`` without hop-by-hop headers and any of ``drop`` (lower-case),
+    and, when ``keep`` is given, only those whose lower-cased name it keeps.
 
     Also without the headers a ``Connection`` header names.  One pass into a
     list, then one `CIMultiDict`: building it from a generator costs three times more.
@@ -67,6 +109,8 @@ def strip_hop_by_hop(
             if lower == "connection":
                 connection += "," + value
             continue
+        if keep is not None and not keep(lower):
+            continue
         kept.append((name, value))
     if connection:
         named = {token.strip().lower() for token in connection.split(",")}
@@ -75,18 +119,41 @@ def strip_hop_by_hop(
 
 
 @functools.cache
-def _request_drop(
-    keep_length: bool, forward_client_address: bool, forward_cookies: bool
-) -> frozenset[str]:
+def _request_drop(keep_length: bool, forward_cookies: bool) -> frozenset[str]:
     """What never goes upstream, for one combination of the route's settings."""
     drop = HOP_BY_HOP | _REQUEST_ONLY
     if keep_length:
         drop -= {"content-length"}
-    if not forward_client_address:
-        drop |= CLIENT_ADDRESS
     if not forward_cookies:
         drop |= {"cookie"}
     return drop
+
+
+# What frames and describes a body: kept in the allow-list mode, or the body means nothing.
+_REPRESENTATION = frozenset(("content-length", "content-type", "content-encoding"))
+
+
+@functools.cache
+def _request_keep(
+    forward_client_address: bool, allowed: frozenset[str] | None
+) -> Callable[[str], bool] | None:
+    """Which client headers may go upstream (of those not dropped), by lower-cased name."""
+    if allowed is None:
+        return None if forward_client_address else _not_identifying
+    allowed = allowed | _REPRESENTATION
+    if forward_client_address:
+        return allowed.__contains__
+    return lambda lower: lower in allowed and not identifies_client(lower)
+
+
+def _not_identifying(lower: str) -> bool:
+    return not identifies_client(lower)
+
+
+@functools.lru_cache(maxsize=64)
+def allow_list(names: tuple[str, ...]) -> frozenset[str] | None:
+    """An upstream's ``forward_headers`` as lower-cased names; ``None`` when it sets none."""
+    return frozenset(name.lower() for name in names) if names else None
 
 
 def upstream_request_headers(
@@ -95,10 +162,16 @@ def upstream_request_headers(
     keep_length: bool,
     forward_client_address: bool,
     forward_cookies: bool,
+    allowed: frozenset[str] | None = None,
 ) -> CIMultiDict[str]:
-    """The client's headers as they may go upstream, before plugins add their own."""
-    drop = _request_drop(keep_length, forward_client_address, forward_cookies)
-    return strip_hop_by_hop(headers, drop)
+    """The client's headers as they may go upstream, before plugins add their own.
+
+    Never hop-by-hop headers; without ``forward_client_address``, none that
+    `identifies_client`; with ``allowed`` (lower-case names: the allow-list mode),
+    only those it names and the body's ``Content-*``.
+    """
+    drop = _request_drop(keep_length, forward_cookies)
+    return strip_hop_by_hop(headers, drop, _request_keep(forward_client_address, allowed))
 
 
 def client_address(peer: str, forwarded_for: Iterable[str], trusted_hops: int) -> str:

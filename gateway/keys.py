@@ -16,8 +16,12 @@ def new_key() -> tuple[str, str]:
 
 
 def key_digest(key: str) -> str:
-    """The hex SHA-256 digest of a client key."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The hex SHA-256 digest of a client key.
+
+    A key from a request header may hold bytes that are not UTF-8 (aiohttp keeps
+    them as surrogates): they are hashed as they came, and match no stored key.
+    """
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def digests_match(presented_digest: str, stored_digest: str) -> bool:

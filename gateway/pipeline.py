@@ -117,7 +117,7 @@ class BodyFilter:
     def __init__(self, ex: Exchange, stages: list[tuple[str, list[Any]]]) -> None:
         self._ex = ex
         self._stages: list[_ChunkStage | _EventStage] = [
-            _ChunkStage(hooks[0]) if kind == "chunk" else _EventStage(hooks)
+            _ChunkStage(hooks[0]) if kind == "chunk" else _EventStage(hooks, ex.max_event_size)
             for kind, hooks in stages
         ]
 
@@ -154,9 +154,9 @@ class _ChunkStage:
 class _EventStage:
     __slots__ = ("hooks", "parser")
 
-    def __init__(self, hooks: list[EventHook]) -> None:
+    def __init__(self, hooks: list[EventHook], max_event_size: int) -> None:
         self.hooks = hooks
-        self.parser = SSEParser()
+        self.parser = SSEParser(max_event_size)
 
     async def feed(self, ex: Exchange, data: bytes) -> bytes:
         return await self._run(ex, self.parser.feed(data))

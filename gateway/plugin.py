@@ -14,7 +14,6 @@ calls only the hooks each plugin overrides:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -125,8 +124,9 @@ class SSEEvent:
     retry: int | None = None
 
     def json(self) -> Any:
-        """The ``data`` field parsed as JSON (raises ``ValueError`` when it is not)."""
-        return json.loads(self.data)
+        """The ``data`` field parsed as JSON (raises ``ValueError`` when it is not, or
+        is nested too deeply to parse)."""
+        return jsonbody.loads_upstream(self.data)
 
     def encode(self) -> bytes:
         """Serialise the event, ending with the blank line that terminates it."""
@@ -220,6 +220,8 @@ class Exchange:
     max_body_size: int = 8 * 1024 * 1024
     #: The longest silence allowed between bytes of the request body.
     body_idle_timeout: float = 60.0
+    #: The longest server-sent event the gateway parses (``server.max_event_size``).
+    max_event_size: int = 4 * 1024 * 1024
     #: Whether a plugin asked, from ``on_response``, for the request to be sent again.
     retry_requested: bool = False
     #: Whether a retry is possible now (no byte sent yet, the body replayable, attempts left).
@@ -261,7 +263,7 @@ class Exchange:
                 )
             raw = await self.read_body()
             try:
-                self._json = jsonbody.loads(raw) if raw.strip() else None
+                self._json = await jsonbody.loads_async(raw) if raw.strip() else None
             except ValueError as exc:
                 raise BadRequest(f"request body is not valid JSON: {exc}") from None
         return self._json

@@ -9,12 +9,15 @@ middlewares and signals is not paid.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+from typing import Any
 
 import structlog
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.connection_cap import Refusal, default_cap
 from gateway.errors import error_body
 from gateway.handler import Gateway
 from gateway.runtime import Runtime
@@ -46,7 +49,8 @@ class JsonErrorRequestHandler(RequestHandler):
         elif status >= 500:
             code, text = "internal_error", "the gateway failed to handle the request"
             logger.error("unhandled error", exc_info=exc)
-        logger.debug("rejected malformed request", status=status, error=str(exc)[:200])
+        # SECURITY: aiohttp's messages quote the request bytes around the error (a token).
+        logger.debug("rejected malformed request", status=status, **error_kind(exc))
         response = web.Response(
             status=status,
             body=error_body(
@@ -58,10 +62,31 @@ class JsonErrorRequestHandler(RequestHandler):
         return response
 
 
-class GatewayServer(web.Server):
-    """`web.Server` whose connections use `JsonErrorRequestHandler`."""
+# Where aiohttp's description of a parse error ends and its quote of the request begins.
+_QUOTE = re.compile(r"""[:'"]| when reading| b'""")
 
-    def __call__(self) -> RequestHandler:
+
+def error_kind(exc: BaseException | None) -> dict[str, str]:
+    """What went wrong with a malformed request, for a log line: the error's class and
+    the first words of its message, never the bytes it quotes (they may hold a token)."""
+    if exc is None:
+        return {}
+    text = exc.message if isinstance(exc, http_exceptions.HttpProcessingError) else str(exc)
+    reason = _QUOTE.split(text.strip().partition("\n")[0], maxsplit=1)[0].strip()
+    return {"error": type(exc).__name__, "reason": reason[:80]}
+
+
+class GatewayServer(web.Server):
+    """`web.Server` whose connections use `JsonErrorRequestHandler`, at most
+    ``max_connections`` at once (0: no cap); one over gets a `Refusal`."""
+
+    def __init__(self, *args: Any, max_connections: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = max_connections
+
+    def __call__(self) -> RequestHandler | Refusal:  # type: ignore[override]
+        if self.max_connections and len(self._connections) >= self.max_connections:
+            return Refusal()
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
@@ -114,6 +139,7 @@ class Service:
             # this long, so that the client sees the answer rather than a reset.
             lingering_time=2.0,
             access_log=None,
+            max_connections=server_config.max_client_connections or default_cap(),
         )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()

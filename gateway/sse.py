@@ -45,36 +45,69 @@ def parse_event(block: str) -> SSEEvent | None:
     return SSEEvent(data="\n".join(data), event=event, id=event_id, retry=retry)
 
 
+class EventTooLarge(ValueError):
+    """An event longer than the parser's ``max_event_size`` (no blank line came in time)."""
+
+
+#: The default bound on one event (``server.max_event_size``).
+MAX_EVENT_SIZE = 4 * 1024 * 1024
+
+
 class SSEParser:
-    """Splits a byte stream into server-sent events, whatever the chunking."""
+    """Splits a byte stream into server-sent events, whatever the chunking.
 
-    __slots__ = ("_buffer",)
+    Linear in its input: each byte is scanned for the end of an event once (plus
+    the three before it, where a blank line may have begun), never again as later
+    chunks arrive.  One event may hold at most ``max_event_size`` bytes; a longer
+    one raises `EventTooLarge` as soon as it is known to be longer.
+    """
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    __slots__ = ("_buffer", "_scanned", "max_event_size")
+
+    def __init__(self, max_event_size: int = MAX_EVENT_SIZE) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # where in the buffer the search for an event's end goes on
+        self.max_event_size = max_event_size
 
     def feed(self, chunk: bytes) -> list[tuple[SSEEvent | None, bytes]]:
         """Add bytes; return each completed event (``None`` for a comment) with its raw bytes."""
-        return self._split(self._buffer + chunk if self._buffer else chunk, final=False)
+        if not self._buffer:  # the usual case: whole events, no torn one before them
+            return self._split(chunk, final=False)
+        self._buffer += chunk
+        return self._split(self._buffer, final=False)
 
     def flush(self) -> list[tuple[SSEEvent | None, bytes]]:
         """At the end of the stream: what is left, whole events parsed, a torn one as raw bytes."""
         out = self._split(self._buffer, final=True)
         if self._buffer:
-            out.append((None, self._buffer))
-            self._buffer = b""
+            out.append((None, bytes(self._buffer)))
+            self._buffer = bytearray()
+            self._scanned = 0
         return out
 
-    def _split(self, buffer: bytes, *, final: bool) -> list[tuple[SSEEvent | None, bytes]]:
+    def _split(
+        self, buffer: bytes | bytearray, *, final: bool
+    ) -> list[tuple[SSEEvent | None, bytes]]:
         out: list[tuple[SSEEvent | None, bytes]] = []
         start = 0
-        for match in _EVENT_END.finditer(buffer):
+        # (A blank line is at most 4 bytes, "\r\n\r\n": one may have begun before.)
+        for match in _EVENT_END.finditer(buffer, max(0, self._scanned - 3)):
             end = match.end()
             # A CR at the very end may be the first half of a CRLF still to come.
             if not final and end == len(buffer) and buffer.endswith(b"\r"):
                 break
-            text = buffer[start : match.start()].decode("utf-8", "replace")
-            out.append((parse_event(text), buffer[start:end]))
+            if end - start > self.max_event_size:
+                raise EventTooLarge(f"an event is longer than {self.max_event_size} bytes")
+            raw = bytes(buffer[start:end])
+            text = raw[: match.start() - start].decode("utf-8", "replace")
+            out.append((parse_event(text), raw))
             start = end
-        self._buffer = buffer[start:]
+        rest = len(buffer) - start
+        if rest > self.max_event_size:
+            raise EventTooLarge(f"an event is longer than {self.max_event_size} bytes")
+        if buffer is self._buffer:
+            del buffer[:start]
+        elif rest:
+            self._buffer = bytearray(buffer[start:])
+        self._scanned = rest
         return out

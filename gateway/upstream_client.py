@@ -38,6 +38,9 @@ _FRAMING = {b"content-length": "length", b"transfer-encoding": "coding"}
 MAX_HEAD_SIZE = 64 * 1024
 # The reader's backlog at which the upstream is paused (it resumes when the reader takes it).
 _HIGH_WATER = 256 * 1024
+# Interim answers (100 Continue, 103 Early Hints) accepted before the real one: an
+# upstream that drips them must not keep a request waiting forever.
+_MAX_INTERIM = 16
 
 
 #: Header names seen, decoded once: the same few names come in every answer, and an
@@ -207,6 +210,7 @@ class Connection(asyncio.Protocol):
         "_head_size",
         "_headers",
         "_idle_timeout",
+        "_interim",
         "_keep",
         "_keep_alive",
         "_last_byte",
@@ -245,6 +249,7 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._head_size = 0  # the head's headers, as parsed
         self._unparsed = 0  # bytes read while no head was complete: bounds what llhttp holds
+        self._interim = 0  # interim answers so far
         self._framing: dict[str, bytes] = {}  # "length", "coding": what frames the body
         self._close_delimited = False
         self._keep_alive = False
@@ -337,18 +342,25 @@ class Connection(asyncio.Protocol):
             raise UpstreamProtocolError("the answer's head is too large")
         framing = _FRAMING.get(name.lower())
         if framing is not None:  # (llhttp has checked them: one length, digits, not both)
-            self._framing[framing] = value
+            self._framing[framing] = value if framing not in self._framing else b"<repeated>"
         self._headers.append((header_name(name), header_text(value)))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue, 103): wait for the real one
+            self._interim += 1
+            if self._interim > _MAX_INTERIM:
+                raise UpstreamProtocolError("too many interim answers")
             self._new_head()
             return
         coding = self._framing.get("coding")
+        # SECURITY: the body is chunked exactly when llhttp reads it so (it strips spaces,
+        # not tabs); any other transfer coding ("xchunked", "gzip, chunked", two headers)
+        # could not be passed on, and the two parsers might not agree where it ends.
+        if coding is not None and coding.rstrip(b" ").lower() != b"chunked":
+            raise UpstreamProtocolError("an unsupported Transfer-Encoding")
         length = self._framing.get("length") if coding is None else None
-        chunked = coding is not None and coding.rstrip().lower().endswith(b"chunked")
-        self._close_delimited = length is None and not chunked
+        self._close_delimited = length is None and coding is None
         self.response = UpstreamResponse(
             self,
             status,
@@ -528,13 +540,15 @@ class Connection(asyncio.Protocol):
         self.pool.done()
 
     def _new_head(self) -> None:
-        """Forget a head: the next one is the answer (after an interim one)."""
+        """Forget a head: the next one is the answer (after an interim one, whose bytes
+        still count towards `MAX_HEAD_SIZE`)."""
         self._reason, self._headers, self._framing = b"", [], {}
-        self._head_size = self._unparsed = 0
+        self._head_size = 0
 
     def _new_exchange(self) -> None:
         """Forget the exchange that ended, for the next one on this connection."""
         self._new_head()
+        self._unparsed = self._interim = 0
         self._method = ""
         self.response = None
         self.received = self.complete = self._sent = self._paused = False

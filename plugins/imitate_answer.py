@@ -11,9 +11,9 @@ A moderation event that blocked the answer makes the finish reason
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from gateway.jsonbody import loads_upstream
 from gateway.plugin import SSEEvent
 from plugins.imitate_errors import event_error
 
@@ -56,7 +56,7 @@ class ChatGPTAnswer:
         if event.event not in (None, "message"):
             return False  # ping and other named events
         try:
-            payload = json.loads(event.data)
+            payload = loads_upstream(event.data)
         except ValueError:
             return False
         error = event_error(payload)
@@ -84,7 +84,8 @@ class ChatGPTAnswer:
                 self._base = self.text + "\n\n"
             self._message_id = message_id
         self.text = self._base + text
-        details = (message.get("metadata") or {}).get("finish_details")
+        metadata = message.get("metadata")
+        details = metadata.get("finish_details") if isinstance(metadata, dict) else None
         if isinstance(details, dict) and isinstance(details.get("type"), str):
             self.finish_type = details["type"]
         return True

@@ -36,6 +36,7 @@ from gateway.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from gateway.jsonbody import loads_upstream
 from plugins.retry_after import MAX_RETRY_AFTER, retry_after_seconds
 
 __all__ = [
@@ -86,8 +87,8 @@ def upstream_unreadable(reason: str) -> BadGateway:
 def error_detail(body: bytes) -> str | None:
     """The readable reason in a ChatGPT error body, if it has one."""
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        parsed = loads_upstream(body)
+    except ValueError:  # (UnicodeDecodeError is one)
         return None
     if not isinstance(parsed, dict):
         return None

@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.jsonbody import loads_upstream
 from plugins.imitate_errors import UpstreamNotFound, upstream_unreadable
 
 __all__ = ["ModelListAnswer", "ModelMap", "openai_model_list"]
@@ -109,8 +110,8 @@ class ModelListAnswer:
         if not final:
             return b""
         try:
-            parsed = json.loads(self._body)
-        except (ValueError, UnicodeDecodeError):
+            parsed = loads_upstream(self._body)
+        except ValueError:  # (UnicodeDecodeError is one)
             raise upstream_unreadable("ChatGPT's model list is not valid JSON") from None
         listing = openai_model_list(parsed, self.models)
         if self.model_id is None:

@@ -11,7 +11,9 @@ def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT, or ``None`` when ``token`` is not a readable JWT.
 
     The payload is URL-safe base64 without padding (RFC 7515), which plain
-    ``b64decode`` would reject or misread.
+    ``b64decode`` would reject or misread.  Anyone may send a token, so a payload
+    built to break its reader (nested thousands deep, an ``exp`` no float can hold)
+    is only "not a readable JWT".
     """
     parts = token.split(".")
     if len(parts) != 3:
@@ -20,7 +22,12 @@ def jwt_expiry(token: str) -> float | None:
     try:
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         claims = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
+    try:
+        return float(exp)
+    except OverflowError:  # an integer of hundreds of digits
+        return None

@@ -106,7 +106,7 @@ class TokenMeter:
             return
         try:
             body = json.loads(self._buffer)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
             body = None
         self._buffer = None
         if isinstance(body, dict):
@@ -119,7 +119,7 @@ class TokenMeter:
             return  # "[DONE]", pings
         try:
             body = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         if isinstance(body, dict):
             self._read(body, streamed=True)

@@ -166,7 +166,7 @@ class Rewrite(Plugin):
         if '"type"' in data and data.lstrip().startswith("{"):
             try:
                 parsed = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return event
             kind = parsed.get("type") if isinstance(parsed, dict) else None
             if isinstance(kind, str) and kind in self._drop_events:

@@ -20,9 +20,12 @@ async def make_target(start_gateway) -> AsyncIterator[MakeTarget]:
 
     async def make(config: str = BASE_CONFIG, extra: str = "", idle: str = "2s") -> Target:
         recorder = Recorder()
-        # The recorder keeps bodies as they were sent: it decompresses nothing.
+        # The recorder keeps bodies as they were sent: it decompresses nothing; and
+        # it takes any head the gateway may pass on (aiohttp's own limit is 8 KiB).
         server = TestServer(recorder.app, host="127.0.0.1")
-        await server.start_server(auto_decompress=False)
+        await server.start_server(
+            auto_decompress=False, max_line_size=1 << 20, max_field_size=1 << 20
+        )
         servers.append(server)
         assert server.port is not None
         tap = await Tap(server.port).start()

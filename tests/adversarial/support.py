@@ -18,6 +18,7 @@ import attrs
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.keys import key_digest
 from gateway.server import Service
 from tests.adversarial.rawhttp import RawConnection, RawResponse
 
@@ -36,6 +37,24 @@ idle_timeout = "1s"
 path = "/public/{rest*}"
 upstream = "up"
 """
+
+# The base gateway with ``auth`` (passthrough mode unless `keys_config` says otherwise).
+AUTH_CONFIG = BASE_CONFIG.replace('pipeline = ["access_log"]', 'pipeline = ["access_log", "auth"]')
+
+
+def keys_config(key: str, base: str = AUTH_CONFIG) -> str:
+    """``base`` in auth's keys mode: ``key`` is client alice's, ``upstream-secret`` the
+    upstream credential."""
+    return (
+        base
+        + f"""
+[plugins.auth]
+mode = "keys"
+credentials.up = [{{ name = "main", token = "upstream-secret" }}]
+keys.alice = {{ sha256 = "{key_digest(key)}" }}
+"""
+    )
+
 
 # A route whose pipeline parses the JSON body (``rewrite`` sets a default field).
 JSON_ROUTE = """

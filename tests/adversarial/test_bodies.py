@@ -11,6 +11,7 @@ must get its interim answer (or the final one at once).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
@@ -19,12 +20,14 @@ import zlib
 
 import pytest
 
+from gateway import jsonbody
 from gateway.keys import key_digest, new_key
 from tests.adversarial.rawhttp import RawConnection
 from tests.adversarial.support import (
     BASE_CONFIG,
     JSON_ROUTE,
     assert_envelope,
+    keys_config,
     request,
 )
 
@@ -277,3 +280,119 @@ async def test_expect_100_continue_over_the_limit_is_413_at_once(target):
     )
     assert_envelope(answer, 413, "payload_too_large")
     assert target.nothing_reached_upstream()
+
+
+# --- chunked bodies stream like bodies of known length ----------------------------
+
+
+async def tap_holds(target, size: int) -> bool:
+    """Whether the upstream has been sent ``size`` bytes within a few seconds."""
+    for _ in range(250):
+        if len(target.tap.received) >= size:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+async def test_a_large_body_reaches_the_upstream_before_the_client_has_sent_it_all(
+    make_target, framing
+):
+    # The README: bodies over 256 KiB stream.  A chunked one was held whole in
+    # memory up to max_body_size (8 MiB by default) before the upstream saw a byte.
+    config = BASE_CONFIG.replace('max_body_size = "64KiB"', 'max_body_size = "4MiB"')
+    target = await make_target(config)
+    first, rest = os.urandom(600 * 1024), os.urandom(100 * 1024)
+    if framing == "chunked":
+        head = b"POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        start, end = chunked(first, 65536)[:-5], chunked(rest, 65536)
+    else:
+        head = b"POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (
+            len(first) + len(rest)
+        )
+        start, end = first, rest
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(head + start)
+        assert await tap_holds(target, len(first)), len(target.tap.received)
+        await connection.send(end)
+        answer = await connection.read_response(5)
+    assert answer.status == 200
+    assert target.tap.requests() == [(b"POST /public/x HTTP/1.1", first + rest)]
+
+
+async def test_a_streamed_chunked_body_over_the_limit_is_413_and_never_completes(make_target):
+    config = BASE_CONFIG.replace('max_body_size = "64KiB"', 'max_body_size = "512KiB"')
+    target = await make_target(config)
+    head = b"POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(head + chunked(os.urandom(400 * 1024), 65536)[:-5])
+        assert await tap_holds(target, 256 * 1024)
+        with contextlib.suppress(ConnectionError):
+            await connection.send(chunked(os.urandom(200 * 1024), 65536))
+        answer = await connection.read_response(5)
+    assert_envelope(answer, 413, "payload_too_large")
+    assert target.recorder.requests == []  # the upstream never got a whole request
+    assert await target.idle()
+
+
+BOB, _ = new_key()
+
+
+async def test_expect_100_continue_is_met_only_after_auth_has_run(make_target):
+    # A client with no key must not be invited to send its 50 kB; one with a key is.
+    target = await make_target(keys_config(BOB))
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(
+            request("POST", "/public/x", "Expect: 100-continue", "Content-Length: 50000")
+        )
+        answer = await connection.read_response(1.5)
+    assert_envelope(answer, 401, "unauthorized")
+    assert target.nothing_reached_upstream()
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(
+            request(
+                "POST",
+                "/public/x",
+                "Expect: 100-continue",
+                "Content-Length: 5",
+                f"Authorization: Bearer {BOB}",
+            )
+        )
+        interim = await connection.read_response(1.5)
+        assert interim.status == 100
+        await connection.send(b"hello")
+        answer = await connection.read_response(5)
+    assert answer.status == 200
+    assert target.tap.requests() == [(b"POST /public/x HTTP/1.1", b"hello")]
+
+
+# --- large JSON bodies do not stall the loop ---------------------------------------
+
+
+async def test_a_large_json_body_is_parsed_while_the_loop_serves_others():
+    # Ordering, not timing: a task that is ready while the body is parsed gets to
+    # run before the parse returns (it cannot when the parse holds the loop).
+    body = json.dumps({"messages": [{"role": "user", "n": i} for i in range(100_000)]}).encode()
+    assert len(body) > 2 * 1024 * 1024
+    turns = 0
+
+    async def other_request() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(other_request())
+    await asyncio.sleep(0)
+    before = turns
+    parsed = await jsonbody.loads_async(body)
+    during = turns - before
+    task.cancel()
+    assert len(parsed["messages"]) == 100_000
+    assert during > 0
+
+
+async def test_a_small_json_body_is_parsed_at_once():
+    assert await jsonbody.loads_async(b'{"a": 1}') == {"a": 1}
+    with pytest.raises(ValueError):
+        await jsonbody.loads_async(b'{"a": 1, "a": 2}' + b" " * (1024 * 1024))

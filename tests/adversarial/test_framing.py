@@ -9,6 +9,8 @@ one, and the tap in front of the upstream shows which request lines arrived.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.adversarial.rawhttp import RawConnection
@@ -272,3 +274,26 @@ async def test_http10_with_chunked_body_and_a_pipelined_request_runs_neither(tar
     assert_envelope(answer, 400, "bad_request")
     assert closed
     assert target.nothing_reached_upstream()
+
+
+@pytest.mark.parametrize("upgrade", ["websocket", "h2c"])
+async def test_a_request_pipelined_after_an_upgrade_request_is_not_left_hanging(target, upgrade):
+    # The gateway does not switch protocols; what follows an Upgrade request is either
+    # served or refused by closing the connection at once, never left unread until the
+    # idle timeout (2 s here).
+    first = request("GET", "/public/a", "Connection: Upgrade", f"Upgrade: {upgrade}")
+    async with await RawConnection.open(target.port) as connection:
+        await connection.send(first + request("GET", "/public/b"))
+        answer = await connection.read_response(5)
+        assert answer.status == 200
+        try:
+            second = await connection.read_response(1.0)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            assert not isinstance(exc, TimeoutError), "the pipelined request was left hanging"
+            second = None
+        assert_clean(bytes(connection.received))
+    if second is None:  # refused: the connection was closed after the first answer
+        assert b"/public/b" not in target.tap.received
+    else:
+        assert second.status == 200
+    assert "Upgrade" not in target.recorder.requests[0].headers

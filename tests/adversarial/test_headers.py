@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.keys import key_digest, new_key
+from gateway.keys import new_key
 from tests.adversarial.rawhttp import RawConnection
-from tests.adversarial.support import BASE_CONFIG, assert_clean, assert_envelope, request
-
-AUTH_CONFIG = BASE_CONFIG.replace('pipeline = ["access_log"]', 'pipeline = ["access_log", "auth"]')
-CLIENT_KEY, _ = new_key()
-KEYS_CONFIG = (
-    AUTH_CONFIG
-    + f"""
-[plugins.auth]
-mode = "keys"
-credentials.up = [{{ name = "main", token = "upstream-secret" }}]
-keys.alice = {{ sha256 = "{key_digest(CLIENT_KEY)}" }}
-"""
+from tests.adversarial.support import (
+    AUTH_CONFIG,
+    assert_clean,
+    assert_envelope,
+    keys_config,
+    request,
 )
+
+CLIENT_KEY, _ = new_key()
+KEYS_CONFIG = keys_config(CLIENT_KEY)
 
 
 async def test_connection_cannot_strip_the_request_id_or_the_credential(make_target):

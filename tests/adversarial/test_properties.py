@@ -6,7 +6,9 @@
 - `gateway.interpolate`: ``escape`` round-trips through ``interpolate``, values are
   never expanded twice, and malformed input raises only `InterpolationError`.
 - `gateway.headers.strip_hop_by_hop`: whatever the names, their case and the
-  ``Connection`` lists, no hop-by-hop header survives and nothing else is lost.
+  ``Connection`` lists, no hop-by-hop header survives and nothing else is lost;
+  `upstream_request_headers` lets through no header that identifies the client
+  unless asked, and none outside an allow-list.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import parse_config
 from gateway.errors import ConfigError
-from gateway.headers import CLIENT_ADDRESS, HOP_BY_HOP, strip_hop_by_hop, upstream_request_headers
+from gateway.headers import (
+    HOP_BY_HOP,
+    identifies_client,
+    strip_hop_by_hop,
+    upstream_request_headers,
+)
 from gateway.interpolate import InterpolationError, escape, interpolate
 from gateway.plugin import SSEEvent
 from gateway.sse import SSEParser
@@ -211,7 +218,9 @@ def random_case(names: list[str]) -> st.SearchStrategy[str]:
 
 
 token = st.text(LETTERS + "0123456789!#$%&'*+.^_`|~-", min_size=1, max_size=12)
-known = sorted(HOP_BY_HOP | CLIENT_ADDRESS | {"host", "cookie", "expect", "x-request-id"})
+# Names the rules are about, and spellings of them.
+IDENTIFYING = ["forwarded", "x-forwarded-for", "x_real_ip", "traceparent", "true-client-ip", "via"]
+known = sorted(HOP_BY_HOP | {"host", "cookie", "expect", "x-request-id", *IDENTIFYING})
 header_name = st.one_of(token, random_case(known))
 header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
 
@@ -249,18 +258,42 @@ def test_strip_hop_by_hop_keeps_no_hop_by_hop_header(headers):
     assert list(original.items()) == headers  # the input is left alone
 
 
+allow_lists = st.none() | st.frozensets(st.sampled_from(known).map(str.lower), max_size=6)
+
+
 @SETTINGS
-@given(header_lists(), st.booleans(), st.booleans())
-def test_upstream_request_headers_leak_nothing_unasked(headers, client_address, cookies):
+@given(header_lists(), st.booleans(), st.booleans(), allow_lists)
+def test_upstream_request_headers_leak_nothing_unasked(headers, client_address, cookies, allowed):
     kept = upstream_request_headers(
         CIMultiDictProxy(CIMultiDict(headers)),
         keep_length=True,
         forward_client_address=client_address,
         forward_cookies=cookies,
+        allowed=allowed,
     )
     names = {name.lower() for name in kept}
     assert not names & (HOP_BY_HOP | listed_in_connection(headers) | {"host", "expect"})
     if not client_address:
-        assert not names & CLIENT_ADDRESS
+        assert not any(identifies_client(name) for name in names)
     if not cookies:
         assert "cookie" not in names
+    if allowed is not None:
+        assert names <= allowed | {"content-length", "content-type", "content-encoding"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-Client-Request-Id",
+        "OpenAI-Organization",
+        "X-Stainless-Arch",
+        "Accept",
+        "Content-Type",
+        "Authorization",
+        "User-Agent",
+        "X-Request-ID",
+        "Zip-Code",
+    ],
+)
+def test_ordinary_headers_are_not_taken_for_identifying_ones(name):
+    assert not identifies_client(name)

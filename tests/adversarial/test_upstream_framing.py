@@ -237,3 +237,85 @@ async def test_a_retry_int_cannot_parse_passes_the_event_hooks(behind, retry):
     response, _ = await fetch(service, "/events/x")
     assert response.status == 200
     assert response.body == events
+
+
+# --- Transfer-Encoding the gateway and llhttp must read alike ------------------------
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        b"xchunked",
+        b"gzip;chunked",
+        b"chunked\t",
+        b"gzip, chunked",
+        b"chunked, chunked",
+        b"identity",
+    ],
+)
+async def test_a_transfer_encoding_other_than_chunked_is_502(behind, coding):
+    # The gateway took "ends with chunked" for chunked while llhttp did not: the two
+    # parsers disagreed on where the answer ends.  Only "chunked" itself is framing.
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    head = OK + b"Transfer-Encoding: " + coding + b"\r\nConnection: close\r\n\r\n"
+    service, _ = await behind(answer(head + body))
+    response, _ = await fetch(service)
+    assert_envelope(response, 502, "bad_gateway")
+
+
+@pytest.mark.parametrize("coding", [b"chunked", b"Chunked", b"CHUNKED", b" chunked"])
+async def test_chunked_in_any_case_is_read_as_chunked(behind, coding):
+    head = OK + b"Transfer-Encoding: " + coding + b"\r\n\r\n"
+    service, _ = await behind(answer(head + b"5\r\nhello\r\n0\r\n\r\n"))
+    response, _ = await fetch(service)
+    assert response.status == 200 and response.complete and response.body == b"hello"
+
+
+# --- interim answers ------------------------------------------------------------------
+
+
+async def test_an_upstream_dripping_100_continue_forever_is_cut_off(behind):
+    # Each interim head used to reset both the idle timer and the head-size count.
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2000):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.01)
+
+    service, _ = await behind(drip)
+    async with await RawConnection.open(service.port) as connection:
+        await connection.send(request("GET", "/public/x"))
+        response = await connection.read_response(BOUND)
+        assert_clean(bytes(connection.received))
+    assert_envelope(response, 502, "bad_gateway")
+
+
+async def test_a_few_interim_answers_are_fine(behind):
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    service, _ = await behind(answer(interim * 2, OK + b"Content-Length: 2\r\n\r\nhi"))
+    response, _ = await fetch(service)
+    assert response.status == 200 and response.body == b"hi"
+
+
+# --- heads passed on as they came ------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1000, 200_000])
+async def test_a_head_answer_keeps_the_upstreams_content_length(behind, length):
+    head = OK + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length
+    service, _ = await behind(answer(head))
+    async with await RawConnection.open(service.port) as connection:
+        await connection.send(request("HEAD", "/public/x"))
+        response = await connection.read_response(BOUND, head=True)
+        assert not await connection.server_closed(0.1)  # no body follows, the connection lives
+    assert response.status == 200
+    assert response.header("Content-Length") == str(length)
+
+
+@pytest.mark.parametrize("length", [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"])
+async def test_an_answer_without_content_type_gets_none_invented(behind, length):
+    body = b"hello" if length.startswith(b"Content") else b"5\r\nhello\r\n0\r\n\r\n"
+    service, _ = await behind(answer(OK + length + b"\r\n" + body))
+    response, _ = await fetch(service)
+    assert response.status == 200 and response.body == b"hello"
+    assert response.header("Content-Type") is None
