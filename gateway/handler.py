@@ -9,6 +9,7 @@ streams the answer back through the response hooks, chunk by chunk.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -20,6 +21,7 @@ from multidict import istr
 from yarl import URL
 
 from gateway.body import idle_limited
+from gateway.drain import end_answer, ended_by_drain
 from gateway.errors import (
     BadRequest,
     ExpectationFailed,
@@ -124,6 +126,8 @@ async def serve(runtime: Runtime, request: web.BaseRequest) -> web.StreamRespons
             return answer
         except BaseException as exc:  # cancelled by a client disconnect, or a bug
             error = exc
+            if ended_by_drain(exc):  # before the answer began
+                return await end_answer(ex, None)
             if isinstance(exc, Exception):
                 ex.log.exception("request failed", path=path)
                 response = GatewayError("the gateway failed to handle the request").response()
@@ -338,6 +342,10 @@ async def stream_back(
         # The client went away: stop reading the upstream at once.
         ex.log.info("client disconnected", bytes_out=ex.bytes_out)
         return out.response or web.StreamResponse(status=499), exc
+    except asyncio.CancelledError as exc:
+        if not ended_by_drain(exc):
+            raise
+        return await end_answer(ex, out.response), exc
     finally:
         upstream.close()  # unless released above: an answer not read to its end
 
