@@ -314,11 +314,15 @@ async def stream_back(
     try:
         if body_filter is None:
             await out.start()  # nothing can change the head any more: send it now
+        broken: GatewayError | None = None
         while True:
             try:
                 chunk = await upstream.chunk()
             except _UPSTREAM_READ_ERRORS as exc:
-                return out.fail(upstream_read_error(exc))
+                broken = upstream_read_error(exc)
+                if body_filter is None or not ex.ends_broken_body:
+                    return out.fail(broken)
+                break  # the body hooks end the answer in their own format
             if not chunk:
                 break
             if ex.first_byte_at is None:
@@ -336,8 +340,9 @@ async def stream_back(
                 return out.fail(body_hook_error(ex, exc))[0], exc
             await out.write(tail)
         response = await out.finish()
-        upstream.release()
-        return response, None
+        if broken is None:
+            upstream.release()
+        return response, broken
     except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
         # The client went away: stop reading the upstream at once.
         ex.log.info("client disconnected", bytes_out=ex.bytes_out)

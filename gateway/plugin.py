@@ -225,6 +225,10 @@ class Exchange:
     can_retry: bool = False
     #: How many times the upstream has been called for this request.
     attempts: int = 0
+    #: Set by a plugin whose body hooks finish an answer in their own format when the
+    #: upstream breaks off mid-body (an error event, say): the hooks then get their final
+    #: call and the answer ends cleanly, where the gateway would abort the connection.
+    ends_broken_body: bool = False
     _log: Any = None
 
     @property

@@ -208,6 +208,8 @@ class Imitate(Plugin):
             )
         for name in ("Content-Length", "Content-Encoding", "Content-Type"):
             headers.popall(name, None)
+        # A stream ChatGPT breaks off still ends with an error event, then [DONE].
+        ex.ends_broken_body = isinstance(state.body, ChunkStream)
         if isinstance(state.body, ChunkStream):
             headers["Content-Type"] = "text/event-stream; charset=utf-8"
             headers["Cache-Control"] = "no-cache"
