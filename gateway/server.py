@@ -12,7 +12,7 @@ import asyncio
 import socket
 
 import structlog
-from aiohttp import http_exceptions, web
+from aiohttp import http_exceptions, web, web_response
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.drain import DRAIN_DEADLINE
@@ -27,6 +27,9 @@ logger = structlog.get_logger("gateway")
 #: a second or more.  Linux caps it at ``net.core.somaxconn`` (4096 since 5.4);
 #: Go's net/http (the go-chatgpt-api) asks for the cap too, nginx for 511.
 LISTEN_BACKLOG = 4096
+#: The ``Server`` header of the gateway's own answers (an upstream's own passes through):
+#: its name without versions, which would only tell a scanner what to try.
+SERVER_NAME = "chatgpt-gateway"
 #: Once ``drain_timeout`` has passed, how long the requests still open get to end their
 #: answers (an error event, say) before their connections are closed regardless.
 END_GRACE = 0.5
@@ -113,6 +116,9 @@ class Service:
 
     async def start(self, sock: socket.socket) -> None:
         """Serve on an already bound socket."""
+        # aiohttp's default is "Python/3.x aiohttp/3.x", read from this module global by
+        # every response it prepares: naming it once costs nothing per request.
+        web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
         server_config = self.runtime.config.server
         limit = max(8190, server_config.max_header_size)
         server = GatewayServer(
