@@ -160,6 +160,21 @@ async def test_sighup_reload_keeps_open_streams_and_refuses_bad_configs(
     assert await gateway.wait() == 0
 
 
+async def test_a_reload_names_the_settings_that_need_a_restart(tmp_path, serve_app, processes):
+    url = await serve_app(Upstream().app)
+    path = tmp_path / "config.toml"
+    path.write_text(config(url, "v1"))
+    gateway = await processes(path)
+    changed = 'client_idle_timeout = "5s"\nport = 1\nlog_format = "console"'
+    path.write_text(config(url, "v2", changed))
+    gateway.signal(signal.SIGHUP)
+    warning = json.loads(await gateway.wait_for_output("need a restart"))
+    assert warning["level"] == "warning"
+    # The port comes from the command line, which wins: it needs nothing.
+    assert warning["settings"] == ["server.client_idle_timeout", "server.log_format"]
+    assert await config_version(gateway.url) == "v2"  # the rest was applied
+
+
 async def test_watch_reloads_when_the_file_changes(tmp_path, serve_app, processes):
     url = await serve_app(Upstream().app)
     path = tmp_path / "config.toml"
