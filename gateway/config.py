@@ -9,6 +9,7 @@ every problem is reported at once with its key path::
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -23,7 +24,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from yarl import URL
 
 from gateway.errors import ConfigError
-from gateway.interpolate import interpolate_tree
+from gateway.interpolate import InterpolationProblem, interpolate_tree
 from gateway.units import parse_duration, parse_size
 
 Seconds = NewType("Seconds", float)
@@ -237,14 +238,54 @@ def _structure_strings(value: object, _: object) -> Mapping[str, str]:
 CONVERTER = make_converter()
 # cattrs writes table keys as ``['key']``; the config's own paths read ``.key``.
 _TABLE_KEY = re.compile(r"\['([^']*)'\]")
+# How `describe_errors` carries unknown keys through cattrs' flattening, one line each.
+_UNKNOWN_KEYS = "\0unknown keys\0"
+# A problem that starts with its own key path, maybe with a note: ``keys.a.sha256: bad``,
+# ``rules[0] ('fast'): bad``.
+_RELATIVE_PATH = re.compile(
+    r"([A-Za-z_][\w-]*(?:\.[^\s:.\[]+|\[\d+\])*(?: \([^)]*\))?): (.*)", re.S
+)
+
+
+def unknown_key(path: str, key: str, known: list[str]) -> str:
+    """The problem line for an unknown ``key`` of the table at ``path``, with a suggestion."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known) or 'none'}"
+    return f"{path}.{key}: unknown key ({hint})"
+
+
+def join_path(path: str, problem: str) -> str:
+    """``problem`` under ``path``: ``"keys.a: bad"`` becomes ``"$.plugins.auth.keys.a: bad"``."""
+    relative = _RELATIVE_PATH.fullmatch(problem)
+    if relative is None:
+        return f"{path}: {problem}"
+    return f"{path}.{relative.group(1)}: {relative.group(2)}"
+
+
+def drop_consequences(problems: list[str]) -> list[str]:
+    """``problems`` less those at the key path of a variable that could not be interpolated.
+
+    The raw ``${...}`` text left there fails every later check too: one line is enough.
+    """
+    unresolved = [p.partition(": ")[0] for p in problems if isinstance(p, InterpolationProblem)]
+
+    def consequence(problem: str) -> bool:
+        where = problem.partition(": ")[0]
+        return not isinstance(problem, InterpolationProblem) and any(
+            where == path or where.startswith((path + ".", path + "[")) for path in unresolved
+        )
+
+    return [p for p in problems if not consequence(p)]
 
 
 def describe_errors(exc: BaseException, path: str = "$") -> list[str]:
-    """Flatten a cattrs error into ``"$.key.path: problem"`` lines."""
+    """Flatten a cattrs error into ``"$.key.path: problem"`` lines, one per problem."""
 
     def format_exception(error: BaseException, type_: Any) -> str:
         if isinstance(error, ForbiddenExtraKeysError):
-            return "unknown key(s) " + ", ".join(repr(k) for k in sorted(error.extra_fields))
+            known = [field.name for field in attrs.fields(error.cl)]
+            lines = [unknown_key("", key, known) for key in sorted(error.extra_fields)]
+            return _UNKNOWN_KEYS + "\n".join(lines)
         if isinstance(error, KeyError):
             return "required key is missing"
         if getattr(type_, "__origin__", None) is Literal:
@@ -254,12 +295,15 @@ def describe_errors(exc: BaseException, path: str = "$") -> list[str]:
         return f"invalid value for {getattr(type_, '__name__', type_)}"
 
     if not isinstance(exc, ClassValidationError | IterableValidationError):
-        return [f"{path}: {exc}"]
+        return [join_path(path, str(exc))]
     lines = []
     for line in cattrs.transform_error(exc, path=path, format_exception=format_exception):
         message, _, where = line.rpartition(" @ ")
         where = _TABLE_KEY.sub(r".\1", where)
-        lines.append(f"{where}: {message}")
+        if message.startswith(_UNKNOWN_KEYS):
+            lines += [where + unknown for unknown in message[len(_UNKNOWN_KEYS) :].split("\n")]
+        else:
+            lines.append(f"{where}: {message}")
     return lines
 
 
@@ -272,7 +316,33 @@ def structure(data: Any, cls: type[Any], path: str) -> tuple[Any, list[str]]:
     except (ClassValidationError, IterableValidationError) as exc:
         return None, describe_errors(exc, path)
     except (ValueError, TypeError) as exc:
-        return None, [f"{path}: {exc}"]
+        return None, [join_path(path, str(exc))]
+
+
+def structure_partly(data: Any, cls: type[Any], path: str) -> tuple[Any, list[str]]:
+    """`structure`, but when keys are at fault, the rest structured without them.
+
+    The result stands in for the table in the checks that need it (a route's
+    upstream, its plugins), so that every problem of the table is reported at once.
+    """
+    if not isinstance(data, dict):
+        return structure(data, cls, path)
+    try:
+        return CONVERTER.structure(data, cls), []
+    except ClassValidationError as exc:
+        rest = {key: value for key, value in data.items() if key not in _faulty_keys(exc)}
+        return structure(rest, cls, path)[0], describe_errors(exc, path)
+    except (IterableValidationError, ValueError, TypeError):
+        return structure(data, cls, path)
+
+
+def _faulty_keys(exc: ClassValidationError) -> set[str]:
+    with_notes, others = exc.group_exceptions()
+    faulty = {note.name for _, note in with_notes}
+    for error in others:
+        if isinstance(error, ForbiddenExtraKeysError):
+            faulty |= set(error.extra_fields)
+    return faulty
 
 
 def parse_config(
@@ -301,26 +371,25 @@ def parse_config_partly(
     except tomllib.TOMLDecodeError as exc:
         return GatewayConfig(source=source), [f"not valid TOML: {exc}"]
     raw, problems = interpolate_tree(raw, os.environ if env is None else env)
-    top_level = {"server", "pipeline", "plugins", "upstreams", "routes"}
-    problems += [f"$: unknown key {key!r}" for key in raw if key not in top_level]
+    top_level = ["server", "pipeline", "plugins", "upstreams", "routes"]
+    problems += [unknown_key("$", key, top_level) for key in raw if key not in top_level]
 
     server, found = structure(raw.get("server", {}), ServerConfig, "$.server")
     problems += found
     upstreams: dict[str, UpstreamConfig] = {}
     for name, table in _tables(raw, "upstreams", problems).items():
-        upstream, found = structure(table, UpstreamConfig, f"$.upstreams.{name}")
+        upstream, found = structure_partly(table, UpstreamConfig, f"$.upstreams.{name}")
         problems += found
         if upstream is not None:
             upstreams[name] = attrs.evolve(upstream, name=name)
+    # Routes with problems stay in the partial config, so that their plugins are checked too.
     routes: dict[str, RouteConfig] = {}
     for name, table in _tables(raw, "routes", problems).items():
-        route, found = structure(table, RouteConfig, f"$.routes.{name}")
+        route, found = structure_partly(table, RouteConfig, f"$.routes.{name}")
         problems += found
         if route is not None:
-            found = _check_route(name, route, raw.get("upstreams", {}))
-            problems += found
-            if not found:
-                routes[name] = route
+            problems += _check_route(name, route, raw.get("upstreams", {}))
+            routes[name] = route
     pipeline, found = _names(raw.get("pipeline", []), "$.pipeline")
     problems += found
     plugins = _tables(raw, "plugins", problems)
@@ -329,10 +398,10 @@ def parse_config_partly(
         pipeline=pipeline,
         plugins=plugins,
         upstreams=upstreams,
-        routes={n: r for n, r in routes.items() if r.upstream is None or r.upstream in upstreams},
+        routes=routes,
         source=source,
     )
-    return config, problems
+    return config, drop_consequences(problems)
 
 
 def _tables(raw: dict[str, Any], key: str, problems: list[str]) -> dict[str, Any]:

@@ -19,6 +19,14 @@ class InterpolationError(ValueError):
     """A ``${VAR}`` that cannot be resolved, or malformed ``${`` syntax."""
 
 
+class InterpolationProblem(str):
+    """A config problem line (``"$.key.path: ..."``) for a string that could not be interpolated.
+
+    Its own type, so that later problems at the same key path (the raw ``${...}``
+    left there fails every check after) can be told apart and dropped.
+    """
+
+
 def interpolate(text: str, env: Mapping[str, str]) -> str:
     """Resolve every ``${...}`` in ``text`` from ``env``; defaults may nest."""
     try:
@@ -84,7 +92,7 @@ def interpolate_tree(tree: Any, env: Mapping[str, str], path: str = "$") -> tupl
             try:
                 return interpolate(node, env)
             except InterpolationError as exc:
-                problems.append(f"{where}: {exc}")
+                problems.append(InterpolationProblem(f"{where}: {exc}"))
                 return node
         if isinstance(node, dict):
             return {key: walk(value, f"{where}.{key}") for key, value in node.items()}
