@@ -53,14 +53,17 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.config import GatewayConfig
+from gateway.context import GatewayContext
 from gateway.errors import (
     BadGateway,
     MethodNotAllowed,
     NotFound,
     Unauthorized,
 )
+from gateway.forwarder import Forwarder
 from gateway.plugin import Exchange, Plugin
 from gateway.runtime import route_plugin_names
+from plugins.imitate_continue import MAX_CONTINUATIONS, continue_answer
 from plugins.imitate_errors import ErrorAnswer
 from plugins.imitate_models import ModelListAnswer, ModelMap
 from plugins.imitate_request import ChatRequest, conversation_body, parse_chat_request
@@ -90,6 +93,7 @@ class _State:
     model_id: str | None = None  # GET .../models/{id}
     completion_id: str = ""
     created: int = 0
+    slug: str = ""  # the ChatGPT model answering
     body: _Body | None = None  # set by on_response, per upstream answer
 
 
@@ -110,12 +114,22 @@ class Imitate(Plugin):
         models: Mapping[str, str] = attrs.field(factory=lambda: dict(DEFAULT_MODELS))
         #: The slug for names no ``models`` key matches; empty: the name is sent as is.
         default_model: str = ""
+        #: Keep the conversations in the account's history (``history_and_training_disabled``
+        #: false); go-chatgpt-api's ``ENABLE_HISTORY``.
+        enable_history: bool = False
+        #: Have ChatGPT continue an answer it cut for length; go-chatgpt-api's ``CONTINUE_SIGNAL``.
+        auto_continue: bool = False
 
     def __init__(self, config: Imitate.Config) -> None:
         super().__init__(config)
         if any(c in config.access_token for c in "\r\n\0"):
             raise ValueError("access_token: line breaks are not allowed")
         self.models = ModelMap(config.models, config.default_model)
+        self.forwarder: Forwarder | None = None  # set at start-up
+
+    async def startup(self, context: GatewayContext) -> None:
+        """Keep the forwarder, to continue answers ChatGPT cut for length."""
+        self.forwarder = context.forwarder
 
     def check(self, config: GatewayConfig) -> list[str]:
         """Refuse a config that would serve the operator's account to anyone."""
@@ -156,7 +170,9 @@ class Imitate(Plugin):
             headers["Accept"] = "text/event-stream"
             ex.upstream_url = URL(base + "/conversation")
             chat = state.chat = parse_chat_request(await ex.json())
-            ex.set_json(conversation_body(chat, self.models.slug(chat.model)))
+            state.slug = self.models.slug(chat.model)
+            history = self.config.enable_history
+            ex.set_json(conversation_body(chat, state.slug, history=history))
             state.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
             state.created = int(time.time())
         ex.state[self.name] = state
@@ -203,8 +219,11 @@ class Imitate(Plugin):
         else:
             chat = state.chat
             args = (state.completion_id, state.created, chat.model, chat.prompt_tokens)
+            continues = MAX_CONTINUATIONS if self.config.auto_continue else 0
             state.body = (
-                ChunkStream(*args, chat.include_usage) if chat.stream else Completion(*args)
+                ChunkStream(*args, chat.include_usage, continues)
+                if chat.stream
+                else Completion(*args, continues)
             )
         for name in ("Content-Length", "Content-Encoding", "Content-Type"):
             headers.popall(name, None)
@@ -224,6 +243,10 @@ class Imitate(Plugin):
         body = state.body
         try:
             out = body.feed(chunk, final=not chunk)
+            while isinstance(body, ChunkStream | Completion) and body.pending_continuation:
+                assert self.forwarder is not None
+                history = self.config.enable_history
+                out += await continue_answer(self.forwarder, ex, body, state.slug, history)
         finally:
             if isinstance(body, ChunkStream | Completion) and body.answer.started:
                 ex.usage = body.usage

@@ -22,6 +22,10 @@ def test_interpolation_forms():
     assert interpolate("${EMPTY-fallback}", ENV) == ""
     assert interpolate("${MISSING:-${ALSO_MISSING:-${HOME_URL}}}", ENV) == "http://up.example"
     assert interpolate("cost: $$5", ENV) == "cost: $5"
+    assert interpolate("${HOME_URL:+on}", ENV) == "on"
+    assert interpolate("${EMPTY:+on}|${MISSING:+on}", ENV) == "|"
+    assert interpolate("${EMPTY+on}|${MISSING+on}", ENV) == "on|"
+    assert interpolate("${HOME_URL:+${MISSING:-x}}", ENV) == "x"
     with pytest.raises(InterpolationError, match="MISSING is not set"):
         interpolate("${MISSING}", ENV)
 
