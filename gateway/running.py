@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import attrs
@@ -53,6 +53,7 @@ async def serve_until_stopped(
     runtime = load(config_path)
     server = runtime.config.server
     configure_logging(server.log_level, server.log_format)
+    warn_about_unsupported_settings(os.environ)
     service = await Service.create(runtime)
     if sock is None:
         sock = make_socket(host or server.host, port if port is not None else server.port)
@@ -77,6 +78,16 @@ async def serve_until_stopped(
     logger.info("gateway stopped", drained=drained)
     flush_logs()
     return 0
+
+
+def warn_about_unsupported_settings(env: Mapping[str, str]) -> None:
+    """Answer go-chatgpt-api's variables for what the gateway does not do with a warning."""
+    if env.get("ARKOSE_TOKEN_URL"):
+        logger.warning(
+            "ARKOSE_TOKEN_URL is set, but captcha solving is not supported: the gateway "
+            "never calls it; ChatGPT's anti-abuse headers (openai-sentinel-*) pass through "
+            "from the client, and the gateway does not compute them"
+        )
 
 
 async def _reload_loop(

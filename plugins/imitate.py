@@ -63,6 +63,7 @@ from gateway.errors import (
 from gateway.forwarder import Forwarder
 from gateway.plugin import Exchange, Plugin
 from gateway.runtime import route_plugin_names
+from plugins.chatgpt_login_session import ServerLogin, warn_if_unusable
 from plugins.imitate_continue import MAX_CONTINUATIONS, continue_answer
 from plugins.imitate_errors import ErrorAnswer
 from plugins.imitate_models import ModelListAnswer, ModelMap
@@ -126,10 +127,19 @@ class Imitate(Plugin):
             raise ValueError("access_token: line breaks are not allowed")
         self.models = ModelMap(config.models, config.default_model)
         self.forwarder: Forwarder | None = None  # set at start-up
+        self.server_login: ServerLogin | None = None  # OPENAI_EMAIL's, from start-up
 
     async def startup(self, context: GatewayContext) -> None:
-        """Keep the forwarder, to continue answers ChatGPT cut for length."""
+        """Keep the forwarder (to continue answers); log in with the server's own account."""
         self.forwarder = context.forwarder
+        self.server_login = ServerLogin.from_config(context.config, self.name)
+        if self.server_login is not None:
+            warn_if_unusable(context.config, self.config.allow_anonymous)
+            self.server_login.start()
+
+    async def shutdown(self) -> None:
+        if self.server_login is not None:
+            await self.server_login.stop()
 
     def check(self, config: GatewayConfig) -> list[str]:
         """Refuse a config that would serve the operator's account to anyone."""
@@ -151,6 +161,9 @@ class Imitate(Plugin):
         if ex.upstream is None:
             raise NotFound(f"no upstream for {ex.method} {ex.path}")
         headers = ex.upstream_headers
+        if self.server_login and "Authorization" not in headers and not self.config.access_token:
+            allow_anonymous = self.config.allow_anonymous
+            headers["Authorization"] = await self.server_login.authorization(ex, allow_anonymous)
         if "Authorization" not in headers:
             if not self.config.access_token:
                 raise Unauthorized(

@@ -6,16 +6,29 @@ Each test runs the shipped config.toml with the variables set, against the simul
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.config import default_config_text
-from gateway.testing import Simulator, start_simulator
+from gateway.errors import ConfigError
+from gateway.runtime import load_runtime
+from gateway.testing import DEMO_ACCOUNT, Simulator, start_simulator
 from gateway.testing.chatgpt_stream import CONTINUATION
 from gateway.testing.text import answer_text
+from tests.proxies import free_port
+from tests.test_cli import wait_until_serving
 
 HANG_GUARD = 30
 
@@ -106,3 +119,118 @@ async def test_without_continue_signal_a_cut_answer_finishes_with_length(
     prompt = "Long one [sim-fail:max-tokens]"
     assert await answer(sdk(gateway), prompt, stream=True) == (answer_text(prompt), "length")
     assert len(conversations(sim)) == 1
+
+
+# --- OPENAI_EMAIL and OPENAI_PASSWORD: the server's own account -----------------------------
+
+CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def login_env(sim: Simulator, password: str = DEMO_ACCOUNT.password) -> dict[str, str]:
+    return {
+        **sim.environment(),
+        "OPENAI_EMAIL": DEMO_ACCOUNT.email,
+        "OPENAI_PASSWORD": password,
+    }
+
+
+def claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
+
+
+def serving_anonymously() -> str:
+    return default_config_text().replace("allow_anonymous = false", "allow_anonymous = true")
+
+
+async def imitate(gateway: Any, **headers: str) -> tuple[int, dict[str, Any]]:
+    async with gateway.request(
+        "POST", "/imitate/v1/chat/completions", json=CHAT, headers=headers
+    ) as response:
+        return response.status, await response.json()
+
+
+async def test_openai_email_logs_in_at_start_and_renews_the_token_before_it_expires(
+    sim: Simulator, start_gateway: Any
+) -> None:
+    sim.login.token_lifetime = timedelta(seconds=3)
+    with capture_logs() as logs:
+        gateway = await start_gateway(serving_anonymously(), login_env(sim))
+        status, _ = await imitate(gateway)  # no token of its own: the server's
+    assert status == 200
+    [first] = sim.login.tokens_for(DEMO_ACCOUNT.email)
+    assert sim.recorder.last.headers["Authorization"] == f"Bearer {first}"
+    assert any(log["event"] == "chatgpt server login succeeded" for log in logs)
+    assert not any(DEMO_ACCOUNT.password in repr(log) for log in logs)
+
+    for _ in range(100):  # renewed at 80 % of the token's life, before it expires
+        if len(sim.login.tokens_for(DEMO_ACCOUNT.email)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    first, renewed = sim.login.tokens_for(DEMO_ACCOUNT.email)
+    assert claims(renewed)["iat"] < claims(first)["exp"]  # renewed before it expired
+    assert (await imitate(gateway))[0] == 200
+    assert sim.recorder.last.headers["Authorization"] == f"Bearer {renewed}"
+
+    assert (await imitate(gateway, Authorization="Bearer own-token"))[0] == 200
+    assert sim.recorder.last.headers["Authorization"] == "Bearer own-token"  # the client's wins
+
+
+async def test_openai_email_without_client_keys_warns_and_refuses_anonymous_requests(
+    sim: Simulator, start_gateway: Any
+) -> None:
+    with capture_logs() as logs:
+        gateway = await start_gateway(default_config_text(), login_env(sim))
+    warnings = [log for log in logs if log["log_level"] == "warning"]
+    assert len(warnings) == 1 and "allow_anonymous" in warnings[0]["event"], warnings
+    status, body = await imitate(gateway)
+    assert status == 401
+    assert "allow_anonymous = true" in body["error"]["message"]
+    assert "gateway key" in body["error"]["message"]
+    assert (await imitate(gateway, Authorization="Bearer own-token"))[0] == 200
+
+
+async def test_a_failed_server_login_is_logged_and_answered_503(
+    sim: Simulator, start_gateway: Any
+) -> None:
+    with capture_logs() as logs:
+        gateway = await start_gateway(serving_anonymously(), login_env(sim, "not-it-42"))
+        status, body = await imitate(gateway)
+    assert status == 503
+    assert "Wrong email or password" in body["error"]["message"]
+    errors = [log for log in logs if log["log_level"] == "error"]
+    assert errors and errors[0]["event"] == "chatgpt server login failed"
+    assert not any("not-it-42" in repr(log) for log in logs)
+
+
+async def test_arkose_token_url_is_answered_with_a_warning(tmp_path: Path) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env={**os.environ, "ARKOSE_TOKEN_URL": "http://arkose.example/token"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_until_serving(f"http://127.0.0.1:{port}/healthz", process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(process.communicate(), 20)
+    [warning] = [json.loads(line) for line in out.splitlines() if b"ARKOSE_TOKEN_URL" in line]
+    assert warning["level"] == "warning"
+    assert "captcha" in warning["event"] and "not supported" in warning["event"]
+
+
+def test_openai_email_without_a_password_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_runtime(default_config_text(), "config.toml", {"OPENAI_EMAIL": "me@example.com"})
+    assert caught.value.problems == [
+        "$.plugins.chatgpt_login: email and password (OPENAI_EMAIL, OPENAI_PASSWORD) go together"
+    ]
