@@ -234,3 +234,27 @@ def test_openai_email_without_a_password_is_a_config_error() -> None:
     assert caught.value.problems == [
         "$.plugins.chatgpt_login: email and password (OPENAI_EMAIL, OPENAI_PASSWORD) go together"
     ]
+
+
+async def test_chatgpt_anti_abuse_headers_pass_through_from_the_client(
+    sim: Simulator, start_gateway: Any
+) -> None:
+    gateway = await start_gateway(default_config_text(), {"CHATGPT_BASE_URL": sim.chatgpt_url})
+    sentinel = {
+        "OpenAI-Sentinel-Chat-Requirements-Token": "requirements",
+        "OpenAI-Sentinel-Proof-Token": "proof",
+        "OpenAI-Sentinel-Arkose-Token": "arkose",
+    }
+    body = {
+        "action": "next",
+        "messages": [{"id": "m", "content": {"content_type": "text", "parts": ["Hi"]}}],
+        "parent_message_id": "p",
+        "model": "text-davinci-002-render-sha",
+    }
+    async with gateway.request(
+        "POST", "/conversation", json=body, headers={"Authorization": "token", **sentinel}
+    ) as response:
+        assert response.status == 200
+        await response.read()
+    received = sim.recorder.last.headers
+    assert {name: received.get(name) for name in sentinel} == sentinel  # never computed: passed on
