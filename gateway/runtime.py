@@ -15,14 +15,8 @@ from typing import Any
 
 import structlog
 
-from gateway.config import (
-    GatewayConfig,
-    RouteConfig,
-    drop_consequences,
-    join_path,
-    parse_config_partly,
-    structure,
-)
+from gateway.config import GatewayConfig, RouteConfig, parse_config_partly, structure
+from gateway.config_problems import drop_consequences, join_path
 from gateway.context import GatewayContext
 from gateway.errors import ConfigError
 from gateway.forwarder import Forwarder

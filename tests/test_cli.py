@@ -13,6 +13,7 @@ import subprocess
 import sys
 from importlib import metadata
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import aiohttp
 import attrs
@@ -94,7 +95,10 @@ async def wait_until_serving(url: str, process: asyncio.subprocess.Process) -> N
     raise AssertionError("the gateway did not start")
 
 
-async def test_run_serves_with_no_config_file_and_stops_on_sigterm(tmp_path):
+async def start_run(
+    cwd: Path, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """``gateway run`` on a free port of 127.0.0.1, once it serves: the process and its URL."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         *GATEWAY,
@@ -103,15 +107,30 @@ async def test_run_serves_with_no_config_file_and_stops_on_sigterm(tmp_path):
         "127.0.0.1",
         "--port",
         str(port),
-        cwd=tmp_path,
+        cwd=cwd,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
-        await wait_until_serving(f"http://127.0.0.1:{port}/healthz", process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(process.communicate(), 20)
+        await wait_until_serving(url + "/healthz", process)
+    except BaseException:
+        process.kill()
+        await process.communicate()
+        raise
+    return process, url
+
+
+async def stop_run(process: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """SIGTERM, then what the process wrote to stdout and stderr."""
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.communicate(), 20)
+
+
+async def test_run_serves_with_no_config_file_and_stops_on_sigterm(tmp_path):
+    process, _ = await start_run(tmp_path)
+    out, err = await stop_run(process)
     assert process.returncode == 0, err
     assert b'"event": "gateway started"' in out
     assert b'"event": "gateway stopped"' in out
@@ -189,20 +208,7 @@ async def test_simulate_prints_what_points_a_gateway_at_it(tmp_path):
             if line.startswith("  export ")
         )
         assert set(exports) >= {"CHATGPT_BASE_URL", "CHATGPT_WEB_URL", "CHATGPT_AUTH0_URL"}
-        port = free_port()
-        gateway = await asyncio.create_subprocess_exec(
-            *GATEWAY,
-            "run",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            cwd=tmp_path,
-            env={**os.environ, **exports},
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        await wait_until_serving(base + "/healthz", gateway)
+        gateway, base = await start_run(tmp_path, {**os.environ, **exports})
         async with aiohttp.ClientSession() as session:
             login = {"username": "demo@example.com", "password": "demo-password"}
             async with session.post(base + "/auth/login", json=login) as response:
@@ -212,9 +218,9 @@ async def test_simulate_prints_what_points_a_gateway_at_it(tmp_path):
             ) as response:
                 assert (await response.json())["total"] == TOTAL_CONVERSATIONS
     finally:
-        for process in (gateway, simulator):
-            if process is not None:
-                await stop(process)
+        if gateway is not None:
+            await stop_run(gateway)
+        await stop(simulator)
 
 
 async def test_demo_runs_a_given_config_against_the_simulator(tmp_path):

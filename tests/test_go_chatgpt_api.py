@@ -10,8 +10,6 @@ import asyncio
 import base64
 import json
 import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,8 +25,7 @@ from gateway.runtime import load_runtime
 from gateway.testing import DEMO_ACCOUNT, Simulator, start_simulator
 from gateway.testing.chatgpt_stream import CONTINUATION
 from gateway.testing.text import answer_text
-from tests.proxies import free_port
-from tests.test_cli import wait_until_serving
+from tests.test_cli import start_run, stop_run
 
 HANG_GUARD = 30
 
@@ -204,25 +201,9 @@ async def test_a_failed_server_login_is_logged_and_answered_503(
 
 
 async def test_arkose_token_url_is_answered_with_a_warning(tmp_path: Path) -> None:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "run",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        cwd=tmp_path,
-        env={**os.environ, "ARKOSE_TOKEN_URL": "http://arkose.example/token"},
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        await wait_until_serving(f"http://127.0.0.1:{port}/healthz", process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(process.communicate(), 20)
+    arkose = {"ARKOSE_TOKEN_URL": "http://arkose.example/token"}
+    process, _ = await start_run(tmp_path, {**os.environ, **arkose})
+    out, _ = await stop_run(process)
     [warning] = [json.loads(line) for line in out.splitlines() if b"ARKOSE_TOKEN_URL" in line]
     assert warning["level"] == "warning"
     assert "captcha" in warning["event"] and "not supported" in warning["event"]
