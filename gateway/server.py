@@ -64,13 +64,11 @@ class JsonErrorRequestHandler(RequestHandler):
         response.force_close()
         return response
 
-    def end_request(self) -> bool:
+    def end_request(self) -> None:
         """Cancel the request in progress, if any, so that it ends its answer (`gateway.drain`)."""
         task = self._task_handler
-        if not self._request_in_progress or task is None or task.done():
-            return False
-        task.cancel(DRAIN_DEADLINE)  # handed on to the request's own task
-        return True
+        if self._request_in_progress and task is not None and not task.done():
+            task.cancel(DRAIN_DEADLINE)  # handed on to the request's own task
 
 
 class GatewayServer(web.Server):

@@ -29,15 +29,18 @@ itself, ``<upstream url>/conversation`` or ``<upstream url>/models``: a route's
 
 The ChatGPT token is the one an earlier plugin put in the upstream
 ``Authorization`` header (``auth``: the client's own token in passthrough mode,
-a pool credential in keys mode), else ``access_token``; with neither the
-request is answered 401.  Serving ``access_token`` to clients nobody
-authenticated is refused at start-up unless ``allow_anonymous = true``.
+a pool credential in keys mode), else ``access_token``, else the token of the
+server's own account when ``[plugins.chatgpt_login]`` names one
+(`plugins.chatgpt_login_session`); with none the request is answered 401.
+Serving ``access_token`` to clients nobody authenticated is refused at start-up
+unless ``allow_anonymous = true``.
 
 The parts, one idea each: `plugins.imitate_request` (what is accepted, the
 ChatGPT request, token estimates), `plugins.imitate_answer` (reading ChatGPT's
 stream), `plugins.imitate_stream` (the delta rule, chunks and completions),
 `plugins.imitate_errors` (the status mapping), `plugins.imitate_models`
-(model names and the model list).
+(model names and the model list), `plugins.imitate_continue` (answers ChatGPT
+cut for length, continued with ``auto_continue``).
 """
 
 from __future__ import annotations
