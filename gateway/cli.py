@@ -1,16 +1,26 @@
-"""The ``gateway`` command: ``run``, ``check``, ``plugins``, ``keygen``, ``demo``."""
+"""The ``gateway`` command: ``run``, ``check``, ``plugins``, ``keygen``, ``demo``, ``simulate``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
 from collections.abc import Coroutine, Sequence
+from importlib import metadata
 from typing import Any
 
-import attrs
-
+from gateway import __version__
 from gateway.errors import ConfigError
+
+DESCRIPTION = """\
+A self-hosted gateway for the ChatGPT web backend and the OpenAI API.
+
+Without -c, run and check read $GATEWAY_CONFIG, else ./config.toml, else the
+built-in default config.
+"""
+CONFIG_HELP = "config file (default: $GATEWAY_CONFIG, else ./config.toml, else the built-in one)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,37 +36,81 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `gateway plugins | head`: the reader left, as it may
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def version() -> str:
+    try:
+        return metadata.version("chatgpt-gateway")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    run = commands.add_parser("run", help="serve")
-    run.add_argument(
-        "-c", "--config", help="config file (default: $GATEWAY_CONFIG, ./config.toml, built-in)"
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--host")
-    run.add_argument("--port", type=int)
-    run.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    parser.add_argument("--version", action="version", version=f"gateway {version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve", description="Serve until SIGTERM.")
+    run.add_argument("-c", "--config", help=CONFIG_HELP)
+    run.add_argument("--host", help="listen address (default: the config's server.host)")
+    run.add_argument("--port", type=int, help="listen port (default: the config's server.port)")
+    run.add_argument("--workers", type=int, default=1, help="processes sharing the port (1)")
     run.add_argument("--watch", action="store_true", help="reload when the config file changes")
     run.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
-    check = commands.add_parser("check", help="validate a config and show each route's pipeline")
-    check.add_argument("-c", "--config")
+    check = commands.add_parser(
+        "check",
+        help="validate a config and show each route's pipeline",
+        description="Validate a config; list every problem, or each route and its pipeline.",
+    )
+    check.add_argument("-c", "--config", help=CONFIG_HELP)
     check.set_defaults(func=cmd_check)
 
-    plugins = commands.add_parser("plugins", help="list installed plugins and their options")
+    plugins = commands.add_parser(
+        "plugins",
+        help="list installed plugins and their options",
+        description="List every installed plugin, its options and their defaults.",
+    )
     plugins.set_defaults(func=cmd_plugins)
 
-    keygen = commands.add_parser("keygen", help="make a client key for auth's keys mode")
-    keygen.add_argument("--name", default="client", help="who the key is for")
+    keygen = commands.add_parser(
+        "keygen",
+        help="make a client key for auth's keys mode",
+        description="Make a client key; the config stores only its SHA-256.",
+    )
+    keygen.add_argument("--name", default="client", help="who the key is for (client)")
+    keygen.add_argument(
+        "--json", action="store_true", help="print name, key, sha256 and config line as JSON"
+    )
     keygen.set_defaults(func=cmd_keygen)
 
-    demo = commands.add_parser("demo", help="run the gateway in front of a built-in simulator")
-    demo.add_argument("--port", type=int, default=8080)
+    demo = commands.add_parser(
+        "demo",
+        help="run the gateway in front of the built-in simulator",
+        description="Run the simulated upstreams and a gateway in front of them, on 127.0.0.1.",
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the gateway's port (8080)")
+    demo.add_argument(
+        "-c", "--config", help="run this config against the simulator (default: the built-in one)"
+    )
     demo.set_defaults(func=cmd_demo)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run only the simulated upstreams, and print the variables to export",
+        description="Run the simulated ChatGPT, login and OpenAI upstreams on their own.",
+    )
+    simulate.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
+    simulate.add_argument("--port", type=int, default=0, help="listen port (0: any free one)")
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 
@@ -101,7 +155,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     runtime = load(args.config)
     config = runtime.config
-    print(f"{config.source}: OK, {len(config.routes)} routes")
+    count = len(config.routes)
+    print(f"{config.source}: OK, {count} route{'' if count == 1 else 's'}")
     for name, route in config.routes.items():
         methods = ",".join(route.methods)
         target = "(answered by a plugin)"
@@ -116,49 +171,34 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from gateway.registry import (
-        PluginLoadError,
-        distribution_name,
-        installed_plugins,
-        load_plugin_class,
-    )
+    from gateway.plugin_listing import plugin_listing
+    from gateway.registry import installed_plugins
 
-    installed = installed_plugins()
-    for name in sorted(installed):
-        entry_point = installed[name]
-        print(f"{name}  ({distribution_name(entry_point)}; {entry_point.value})")
-        try:
-            cls = load_plugin_class(name, installed)
-        except PluginLoadError as exc:
-            print(f"    cannot load: {exc}")
-            continue
-        print(f"    {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
-        for field in attrs.fields(cls.Config):
-            print(f"    {field.name}: {describe_default(field)}")
+    print(plugin_listing(installed_plugins()))
     return 0
-
-
-def describe_default(field: attrs.Attribute) -> str:  # type: ignore[type-arg]
-    """A config field's default, as ``gateway plugins`` shows it."""
-    default: Any = field.default
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        return f"default {default.factory()!r}"
-    if default is attrs.NOTHING:
-        return "required"
-    return f"default {field.default!r}"
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     from gateway.keys import new_key
 
     key, digest = new_key()
+    line = f'keys.{args.name} = {{ sha256 = "{digest}" }}'
+    if args.json:
+        print(json.dumps({"name": args.name, "key": key, "sha256": digest, "config": line}))
+        return 0
     print(f"Client key for {args.name} (shown once, store it now):\n\n    {key}\n")
     print("Paste into config.toml, under [plugins.auth]:\n")
-    print(f'    keys.{args.name} = {{ sha256 = "{digest}" }}')
+    print(f"    {line}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    return run_async(run_demo(args.port))
+    return run_async(run_demo(args.port, config_path=args.config))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gateway.demo import run_simulator
+
+    return run_async(run_simulator(args.host, args.port))

@@ -10,7 +10,6 @@ every problem is reported at once with its key path::
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -19,9 +18,16 @@ from typing import Any, Literal, NewType
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import ClassValidationError, IterableValidationError
 from yarl import URL
 
+from gateway.config_problems import (
+    describe_errors,
+    drop_consequences,
+    faulty_keys,
+    join_path,
+    unknown_key,
+)
 from gateway.errors import ConfigError
 from gateway.interpolate import interpolate_tree
 from gateway.units import parse_duration, parse_size
@@ -270,32 +276,6 @@ def _structure_strings(value: object, _: object) -> Mapping[str, str]:
 
 
 CONVERTER = make_converter()
-# cattrs writes table keys as ``['key']``; the config's own paths read ``.key``.
-_TABLE_KEY = re.compile(r"\['([^']*)'\]")
-
-
-def describe_errors(exc: BaseException, path: str = "$") -> list[str]:
-    """Flatten a cattrs error into ``"$.key.path: problem"`` lines."""
-
-    def format_exception(error: BaseException, type_: Any) -> str:
-        if isinstance(error, ForbiddenExtraKeysError):
-            return "unknown key(s) " + ", ".join(repr(k) for k in sorted(error.extra_fields))
-        if isinstance(error, KeyError):
-            return "required key is missing"
-        if getattr(type_, "__origin__", None) is Literal:
-            return f"must be one of {', '.join(repr(a) for a in type_.__args__)}"
-        if isinstance(error, ValueError | TypeError) and str(error):
-            return str(error)
-        return f"invalid value for {getattr(type_, '__name__', type_)}"
-
-    if not isinstance(exc, ClassValidationError | IterableValidationError):
-        return [f"{path}: {exc}"]
-    lines = []
-    for line in cattrs.transform_error(exc, path=path, format_exception=format_exception):
-        message, _, where = line.rpartition(" @ ")
-        where = _TABLE_KEY.sub(r".\1", where)
-        lines.append(f"{where}: {message}")
-    return lines
 
 
 def structure(data: Any, cls: type[Any], path: str) -> tuple[Any, list[str]]:
@@ -307,7 +287,24 @@ def structure(data: Any, cls: type[Any], path: str) -> tuple[Any, list[str]]:
     except (ClassValidationError, IterableValidationError) as exc:
         return None, describe_errors(exc, path)
     except (ValueError, TypeError) as exc:
-        return None, [f"{path}: {exc}"]
+        return None, [join_path(path, str(exc))]
+
+
+def structure_partly(data: Any, cls: type[Any], path: str) -> tuple[Any, list[str]]:
+    """`structure`, but when keys are at fault, the rest structured without them.
+
+    The result stands in for the table in the checks that need it (a route's
+    upstream, its plugins), so that every problem of the table is reported at once.
+    """
+    if not isinstance(data, dict):
+        return structure(data, cls, path)
+    try:
+        return CONVERTER.structure(data, cls), []
+    except ClassValidationError as exc:
+        rest = {key: value for key, value in data.items() if key not in faulty_keys(exc)}
+        return structure(rest, cls, path)[0], describe_errors(exc, path)
+    except (IterableValidationError, ValueError, TypeError):
+        return structure(data, cls, path)
 
 
 def parse_config(
@@ -336,26 +333,25 @@ def parse_config_partly(
     except tomllib.TOMLDecodeError as exc:
         return GatewayConfig(source=source), [f"not valid TOML: {exc}"]
     raw, problems = interpolate_tree(raw, os.environ if env is None else env)
-    top_level = {"server", "pipeline", "plugins", "upstreams", "routes"}
-    problems += [f"$: unknown key {key!r}" for key in raw if key not in top_level]
+    top_level = ["server", "pipeline", "plugins", "upstreams", "routes"]
+    problems += [unknown_key("$", key, top_level) for key in raw if key not in top_level]
 
     server, found = structure(raw.get("server", {}), ServerConfig, "$.server")
     problems += found
     upstreams: dict[str, UpstreamConfig] = {}
     for name, table in _tables(raw, "upstreams", problems).items():
-        upstream, found = structure(table, UpstreamConfig, f"$.upstreams.{name}")
+        upstream, found = structure_partly(table, UpstreamConfig, f"$.upstreams.{name}")
         problems += found
         if upstream is not None:
             upstreams[name] = attrs.evolve(upstream, name=name)
+    # Routes with problems stay in the partial config, so that their plugins are checked too.
     routes: dict[str, RouteConfig] = {}
     for name, table in _tables(raw, "routes", problems).items():
-        route, found = structure(table, RouteConfig, f"$.routes.{name}")
+        route, found = structure_partly(table, RouteConfig, f"$.routes.{name}")
         problems += found
         if route is not None:
-            found = _check_route(name, route, raw.get("upstreams", {}))
-            problems += found
-            if not found:
-                routes[name] = route
+            problems += _check_route(name, route, raw.get("upstreams", {}))
+            routes[name] = route
     pipeline, found = _names(raw.get("pipeline", []), "$.pipeline")
     problems += found
     plugins = _tables(raw, "plugins", problems)
@@ -364,10 +360,10 @@ def parse_config_partly(
         pipeline=pipeline,
         plugins=plugins,
         upstreams=upstreams,
-        routes={n: r for n, r in routes.items() if r.upstream is None or r.upstream in upstreams},
+        routes=routes,
         source=source,
     )
-    return config, problems
+    return config, drop_consequences(problems)
 
 
 def _tables(raw: dict[str, Any], key: str, problems: list[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ streams the answer back through the response hooks, chunk by chunk.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable
@@ -20,6 +21,7 @@ from multidict import istr
 from yarl import URL
 
 from gateway.body import request_body
+from gateway.drain import end_answer, ended_by_drain
 from gateway.errors import (
     BadRequest,
     ExpectationFailed,
@@ -126,6 +128,8 @@ async def serve(runtime: Runtime, request: web.BaseRequest) -> web.StreamRespons
             return answer
         except BaseException as exc:  # cancelled by a client disconnect, or a bug
             error = exc
+            if ended_by_drain(exc):  # before the answer began
+                return await end_answer(ex, None)
             if isinstance(exc, Exception):
                 ex.log.exception("request failed", path=path)
                 response = GatewayError("the gateway failed to handle the request").response()
@@ -312,11 +316,15 @@ async def stream_back(
             return await answer_whole(ex, upstream)
         if body_filter is None:
             await out.start()  # nothing can change the head any more: send it now
+        broken: GatewayError | None = None
         while True:
             try:
                 chunk = await upstream.chunk()
             except _UPSTREAM_READ_ERRORS as exc:
-                return out.fail(upstream_read_error(exc))
+                broken = upstream_read_error(exc)
+                if body_filter is None or not ex.ends_broken_body:
+                    return out.fail(broken)
+                break  # the body hooks end the answer in their own format
             if not chunk:
                 break
             if ex.first_byte_at is None:
@@ -334,12 +342,17 @@ async def stream_back(
                 return await out.hook_failed(exc), exc
             await out.write(tail)
         response = await out.finish()
-        upstream.release()
-        return response, None
+        if broken is None:
+            upstream.release()
+        return response, broken
     except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
         # The client went away: stop reading the upstream at once.
         ex.log.info("client disconnected", bytes_out=ex.bytes_out)
         return out.response or web.StreamResponse(status=499), exc
+    except asyncio.CancelledError as exc:
+        if not ended_by_drain(exc):
+            raise
+        return await end_answer(ex, out.response), exc
     finally:
         upstream.close()  # unless released above: an answer not read to its end
 

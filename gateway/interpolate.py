@@ -3,6 +3,10 @@
 - ``${VAR}``: the variable's value; an error when it is not set.
 - ``${VAR:-default}``: the default when the variable is unset or empty.
 - ``${VAR-default}``: the default only when the variable is unset.
+- ``${VAR:+word}``: ``word`` when the variable is set and not empty, else nothing
+  (``${VAR+word}``: when it is set at all), as in the shell: a switch such as
+  go-chatgpt-api's ``CONTINUE_SIGNAL``, on whatever its value, reads
+  ``"${CONTINUE_SIGNAL:+true}"``.
 - ``$$``: a literal ``$``.
 """
 
@@ -17,6 +21,14 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 class InterpolationError(ValueError):
     """A ``${VAR}`` that cannot be resolved, or malformed ``${`` syntax."""
+
+
+class InterpolationProblem(str):
+    """A config problem line (``"$.key.path: ..."``) for a string that could not be interpolated.
+
+    Its own type, so that later problems at the same key path (the raw ``${...}``
+    left there fails every check after) can be told apart and dropped.
+    """
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
@@ -52,7 +64,8 @@ def _expand(text: str, pos: int, env: Mapping[str, str], *, nested: bool) -> tup
 
 
 def _variable(text: str, pos: int, env: Mapping[str, str]) -> tuple[str, int]:
-    """Resolve ``NAME}``, ``NAME:-default}`` or ``NAME-default}`` starting at ``pos``."""
+    """Resolve ``NAME}``, ``NAME:-default}``, ``NAME-default}``, ``NAME:+word}`` or
+    ``NAME+word}`` starting at ``pos``."""
     match = _NAME.match(text, pos)
     if match is None:
         raise InterpolationError("malformed ${...}: expected a variable name")
@@ -62,12 +75,14 @@ def _variable(text: str, pos: int, env: Mapping[str, str]) -> tuple[str, int]:
         if value is None:
             raise InterpolationError(f"environment variable {name} is not set")
         return value, pos + 1
-    for operator in (":-", "-"):
+    for operator in (":-", "-", ":+", "+"):
         if text.startswith(operator, pos):
-            default, pos = _expand(text, pos + len(operator), env, nested=True)
-            unset = not value if operator == ":-" else value is None
-            return (default if unset else value or ""), pos + 1
-    raise InterpolationError(f"malformed ${{{name}...}}: expected }}, :- or -")
+            word, pos = _expand(text, pos + len(operator), env, nested=True)
+            unset = not value if operator.startswith(":") else value is None
+            if operator.endswith("+"):
+                return ("" if unset else word), pos + 1
+            return (word if unset else value or ""), pos + 1
+    raise InterpolationError(f"malformed ${{{name}...}}: expected }}, :-, -, :+ or +")
 
 
 def escape(text: str) -> str:
@@ -84,7 +99,7 @@ def interpolate_tree(tree: Any, env: Mapping[str, str], path: str = "$") -> tupl
             try:
                 return interpolate(node, env)
             except InterpolationError as exc:
-                problems.append(f"{where}: {exc}")
+                problems.append(InterpolationProblem(f"{where}: {exc}"))
                 return node
         if isinstance(node, dict):
             return {key: walk(value, f"{where}.{key}") for key, value in node.items()}

@@ -230,6 +230,10 @@ class Exchange:
     attempts: int = 0
     #: The upstream's answer while the response hooks run (read it with `read_upstream_body`).
     upstream_response: UpstreamResponse | None = None
+    #: Set by a plugin whose body hooks finish an answer in their own format when the
+    #: upstream breaks off mid-body (an error event, say): the hooks then get their final
+    #: call and the answer ends cleanly, where the gateway would abort the connection.
+    ends_broken_body: bool = False
     _log: Any = None
 
     @property

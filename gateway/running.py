@@ -4,6 +4,8 @@
   ``server.drain_timeout``, close the rest, exit 0.
 - ``SIGHUP`` (and, with ``--watch``, a change of the config file): reload.  An
   invalid new config is logged with every problem and the old one keeps serving.
+  ``[server]`` settings that only a restart can apply (the listening address,
+  connection handling, logging) are named in a warning and keep their old values.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
+import attrs
 import structlog
 
-from gateway.config import find_config
+from gateway.config import ServerConfig, find_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging, flush_logs
 from gateway.runtime import Runtime, load_runtime
@@ -26,6 +30,9 @@ from gateway.server import Service, make_socket
 logger = structlog.get_logger("gateway")
 
 WATCH_INTERVAL = 1.0
+#: The ``[server]`` settings a reload applies at once; every other one (the socket, how
+#: connections are handled, logging) keeps its old value until a restart.
+APPLIED_ON_RELOAD = frozenset({"trusted_hops", "max_body_size", "drain_timeout"})
 
 
 def load(config_path: str | None) -> Runtime:
@@ -46,6 +53,7 @@ async def serve_until_stopped(
     runtime = load(config_path)
     server = runtime.config.server
     configure_logging(server.log_level, server.log_format)
+    warn_about_unsupported_settings(os.environ)
     service = await Service.create(runtime)
     if sock is None:
         sock = make_socket(host or server.host, port if port is not None else server.port)
@@ -58,7 +66,8 @@ async def serve_until_stopped(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, "SIGHUP")
-    tasks = [asyncio.create_task(_reload_loop(service, config_path, reloads))]
+    overridden = [name for name, value in (("host", host), ("port", port)) if value is not None]
+    tasks = [asyncio.create_task(_reload_loop(service, config_path, reloads, overridden))]
     if watch:
         tasks.append(asyncio.create_task(_watch(config_path, reloads)))
     await stop.wait()
@@ -71,9 +80,23 @@ async def serve_until_stopped(
     return 0
 
 
+def warn_about_unsupported_settings(env: Mapping[str, str]) -> None:
+    """Answer go-chatgpt-api's variables for what the gateway does not do with a warning."""
+    if env.get("ARKOSE_TOKEN_URL"):
+        logger.warning(
+            "ARKOSE_TOKEN_URL is set, but captcha solving is not supported: the gateway "
+            "never calls it; ChatGPT's anti-abuse headers (openai-sentinel-*) pass through "
+            "from the client, and the gateway does not compute them"
+        )
+
+
 async def _reload_loop(
-    service: Service, config_path: str | None, reloads: asyncio.Queue[str]
+    service: Service,
+    config_path: str | None,
+    reloads: asyncio.Queue[str],
+    overridden: Collection[str],
 ) -> None:
+    in_force = service.runtime.config.server
     while True:
         reason = await reloads.get()
         try:
@@ -91,6 +114,26 @@ async def _reload_loop(
             )
         else:
             logger.info("config reloaded", reason=reason, source=runtime.config.source)
+            unapplied = settings_needing_restart(in_force, runtime.config.server, overridden)
+            if unapplied:
+                logger.warning(
+                    "these settings changed but need a restart; their old values stay in force",
+                    settings=unapplied,
+                )
+
+
+def settings_needing_restart(
+    in_force: ServerConfig, new: ServerConfig, overridden: Collection[str]
+) -> list[str]:
+    """The ``[server]`` settings of ``new`` that differ from those in force and a reload
+    cannot apply; settings the command line gave (``overridden``) never change."""
+    return [
+        f"server.{field.name}"
+        for field in attrs.fields(ServerConfig)
+        if field.name not in APPLIED_ON_RELOAD
+        and field.name not in overridden
+        and getattr(in_force, field.name) != getattr(new, field.name)
+    ]
 
 
 async def _watch(config_path: str | None, reloads: asyncio.Queue[str]) -> None:

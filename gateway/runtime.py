@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from gateway.config import GatewayConfig, RouteConfig, parse_config_partly, structure
+from gateway.config_problems import drop_consequences, join_path
 from gateway.context import GatewayContext
 from gateway.errors import ConfigError
 from gateway.forwarder import Forwarder
@@ -142,7 +143,7 @@ def build_runtime(config: GatewayConfig, installed: dict[str, EntryPoint] | None
             try:
                 instances[key] = cls(plugin_config)
             except (ValueError, TypeError) as exc:
-                problems.append(f"{where}: {exc}")
+                problems.append(join_path(where, str(exc)))
                 return None
         return instances[key]
 
@@ -152,9 +153,9 @@ def build_runtime(config: GatewayConfig, installed: dict[str, EntryPoint] | None
         names = route_plugin_names(config, route)
         for i, name in enumerate(route.pipeline):
             plugin_class(name, f"{where}.pipeline[{i}]")
-        for name in route.skip:
+        for i, name in enumerate(route.skip):
             if name not in config.pipeline:
-                problems.append(f"{where}.skip: {name!r} is not in the global pipeline")
+                problems.append(f"{where}.skip[{i}]: {name!r} is not in the global pipeline")
         for name in route.plugins:
             if name not in names:
                 problems.append(
@@ -172,9 +173,14 @@ def build_runtime(config: GatewayConfig, installed: dict[str, EntryPoint] | None
     for name, global_table in config.plugins.items():
         instance(name, global_table, f"$.plugins.{name}")
     for (name, _), plugin in instances.items():
+        try:
+            found = plugin.check(config)
+        except Exception as exc:  # a plugin's bug, or a config it did not foresee
+            logger.exception("plugin check failed", plugin=name)
+            found = [f"$.plugins.{name}: its config check failed: {exc!r}"]
         problems.extend(
-            problem if problem.startswith("$") else f"$.plugins.{name}.{problem}"
-            for problem in plugin.check(config)
+            problem if problem.startswith("$") else join_path(f"$.plugins.{name}", problem)
+            for problem in found
         )
     if problems:
         raise ConfigError(config.source, list(dict.fromkeys(problems)))
@@ -191,5 +197,5 @@ def load_runtime(text: str, source: str, env: Mapping[str, str] | None = None) -
     except ConfigError as exc:
         problems += [p for p in exc.problems if p not in problems]
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, drop_consequences(problems))
     return runtime

@@ -14,10 +14,11 @@ import socket
 from typing import Any
 
 import structlog
-from aiohttp import http_exceptions, web
+from aiohttp import http_exceptions, web, web_response
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.connection_cap import Refusal, default_cap
+from gateway.drain import DRAIN_DEADLINE
 from gateway.errors import error_body
 from gateway.handler import Gateway
 from gateway.runtime import Runtime
@@ -29,6 +30,12 @@ logger = structlog.get_logger("gateway")
 #: a second or more.  Linux caps it at ``net.core.somaxconn`` (4096 since 5.4);
 #: Go's net/http (the go-chatgpt-api) asks for the cap too, nginx for 511.
 LISTEN_BACKLOG = 4096
+#: The ``Server`` header of the gateway's own answers (an upstream's own passes through):
+#: its name without versions, which would only tell a scanner what to try.
+SERVER_NAME = "chatgpt-gateway"
+#: Once ``drain_timeout`` has passed, how long the requests still open get to end their
+#: answers (an error event, say) before their connections are closed regardless.
+END_GRACE = 0.5
 
 
 class JsonErrorRequestHandler(RequestHandler):
@@ -60,6 +67,12 @@ class JsonErrorRequestHandler(RequestHandler):
         )
         response.force_close()
         return response
+
+    def end_request(self) -> None:
+        """Cancel the request in progress, if any, so that it ends its answer (`gateway.drain`)."""
+        task = self._task_handler
+        if self._request_in_progress and task is not None and not task.done():
+            task.cancel(DRAIN_DEADLINE)  # handed on to the request's own task
 
 
 # Where aiohttp's description of a parse error ends and its quote of the request begins.
@@ -110,6 +123,8 @@ class Service:
         self.gateway = Gateway(runtime)
         self._runner: web.ServerRunner | None = None
         self._retired: set[asyncio.Task[None]] = set()
+        #: Runtimes a reload replaced whose requests have not all ended yet.
+        self._retiring: set[Runtime] = set()
         self.port = 0
 
     @property
@@ -124,6 +139,9 @@ class Service:
 
     async def start(self, sock: socket.socket) -> None:
         """Serve on an already bound socket."""
+        # aiohttp's default is "Python/3.x aiohttp/3.x", read from this module global by
+        # every response it prepares: naming it once costs nothing per request.
+        web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
         server_config = self.runtime.config.server
         limit = max(8190, server_config.max_header_size)
         server = GatewayServer(
@@ -141,7 +159,8 @@ class Service:
             access_log=None,
             max_connections=server_config.max_client_connections or default_cap(),
         )
-        self._runner = web.ServerRunner(server, handle_signals=False)
+        # By cleanup time every request has ended, or been told to: do not wait long.
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=END_GRACE)
         await self._runner.setup()
         # (aiohttp listens again with its own backlog, 128, unless told otherwise.)
         site = web.SockSite(self._runner, sock, backlog=LISTEN_BACKLOG)
@@ -152,18 +171,21 @@ class Service:
         """Swap in a new runtime; the old one retires once its requests have ended."""
         await runtime.startup()
         old, self.gateway.runtime = self.gateway.runtime, runtime
-        task = asyncio.create_task(self._retire(old, None))
+        self._retiring.add(old)
+        task = asyncio.create_task(self._retire(old))
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
 
-    async def _retire(self, runtime: Runtime, timeout: float | None) -> None:
-        await runtime.wait_idle(timeout)
+    async def _retire(self, runtime: Runtime) -> None:
+        await runtime.wait_idle()
+        self._retiring.discard(runtime)
         await runtime.shutdown()
 
     async def stop(self, drain_timeout: float | None = None) -> bool:
-        """Stop accepting, let requests finish up to ``drain_timeout``, then close.
+        """Stop accepting, let requests finish up to ``drain_timeout``, end the rest, close.
 
-        Returns whether every request finished in time.
+        Requests of runtimes a reload replaced count too.  Returns whether every
+        request finished in time.
         """
         if drain_timeout is None:
             drain_timeout = self.runtime.config.server.drain_timeout
@@ -172,9 +194,25 @@ class Service:
         if self._runner is not None:
             for site in list(self._runner.sites):
                 await site.stop()  # stops listening; connections stay open
-            drained = await self.runtime.wait_idle(drain_timeout)
+            drained = await self._wait_idle(drain_timeout)
+            if not drained:
+                assert self._runner.server is not None
+                for connection in self._runner.server.connections:
+                    if isinstance(connection, JsonErrorRequestHandler):
+                        connection.end_request()
+                await self._wait_idle(END_GRACE)
             await self._runner.cleanup()
             self._runner = None
         await asyncio.gather(*self._retired, return_exceptions=True)
         await self.runtime.shutdown()
         return drained
+
+    async def _wait_idle(self, timeout: float) -> bool:
+        """Wait until no request uses any runtime; ``False`` if ``timeout`` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                for runtime in [self.runtime, *self._retiring]:
+                    await runtime.wait_idle()
+        except TimeoutError:
+            return False
+        return True

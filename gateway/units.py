@@ -41,3 +41,25 @@ def parse_size(value: object) -> int:
     if not match or isinstance(value, bool | float):
         raise ValueError(f'not a size ("{value}"); write e.g. "8MiB", "16KiB", 1024')
     return int(match.group(1)) * _BYTES[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as `parse_duration` reads it, in the largest unit that fits exactly.
+
+    ``3600.0`` is ``"1h"``, ``90.0`` ``"90s"``, ``0.5`` ``"500ms"``.
+    """
+    if seconds == 0:
+        return "0s"
+    for unit in ("d", "h", "m", "s"):
+        count = seconds / _SECONDS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{round(seconds * 1000, 3):g}ms"
+
+
+def format_size(size: int) -> str:
+    """A size as `parse_size` reads it, in the largest binary unit that fits exactly."""
+    for unit in ("GiB", "MiB", "KiB"):
+        if size >= _BYTES[unit] and size % _BYTES[unit] == 0:
+            return f"{size // _BYTES[unit]}{unit}"
+    return f"{size}B"

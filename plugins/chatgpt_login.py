@@ -22,6 +22,9 @@ Outcomes, each an error in the JSON envelope except the first:
 
 The password is never logged, and never quoted in an answer (an upstream reason
 that echoes it has it blanked); each step is logged at debug level without secrets.
+
+``email`` and ``password`` are the server's own account, which ``imitate`` logs in
+with at start (`plugins.chatgpt_login_session`); ``/auth/login`` does not use them.
 """
 
 from __future__ import annotations
@@ -81,11 +84,17 @@ class ChatGPTLogin(Plugin):
         timeout: Seconds = Seconds(30.0)
         #: The browser the login presents itself as.
         user_agent: str = DEFAULT_USER_AGENT
+        #: The server's own account (``OPENAI_EMAIL``, ``OPENAI_PASSWORD``), logged in at
+        #: start for ``imitate`` (see `plugins.chatgpt_login_session`); never logged.
+        email: str = ""
+        password: str = attrs.field(default="", repr=False)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         if config.timeout <= 0:
             raise ValueError("timeout must be more than 0 s")
+        if bool(config.email) != bool(config.password):
+            raise ValueError("email and password (OPENAI_EMAIL, OPENAI_PASSWORD) go together")
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse:
         """Answer the login request: the access token, or the reason there is none."""

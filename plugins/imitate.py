@@ -29,7 +29,9 @@ itself, ``<upstream url>/conversation`` or ``<upstream url>/models``: a route's
 
 The ChatGPT token is the one an earlier plugin put in the upstream
 ``Authorization`` header (``auth``: the client's own token in passthrough mode,
-a pool credential in keys mode), else the server's ``access_token``.
+a pool credential in keys mode), else the server's: ``access_token``, or the
+token of the server's own account when ``[plugins.chatgpt_login]`` names one
+(`plugins.chatgpt_login_session`).
 
 SECURITY: the server's token opens the operator's account, so it is served only
 to clients an auth plugin identified (``auth`` in keys mode), unless
@@ -41,7 +43,8 @@ The parts, one idea each: `plugins.imitate_request` (what is accepted, the
 ChatGPT request, token estimates), `plugins.imitate_answer` (reading ChatGPT's
 stream), `plugins.imitate_stream` (the delta rule, chunks and completions),
 `plugins.imitate_errors` (the status mapping), `plugins.imitate_models`
-(model names and the model list).
+(model names and the model list), `plugins.imitate_continue` (answers ChatGPT
+cut for length, continued with ``auto_continue``).
 """
 
 from __future__ import annotations
@@ -65,8 +68,11 @@ from gateway.errors import (
     NotFound,
     Unauthorized,
 )
+from gateway.forwarder import Forwarder
 from gateway.plugin import Exchange, Plugin
 from gateway.runtime import merge_tables, route_plugin_names
+from plugins.chatgpt_login_session import ServerLogin
+from plugins.imitate_continue import MAX_CONTINUATIONS, continue_answer
 from plugins.imitate_errors import ErrorAnswer
 from plugins.imitate_models import ModelListAnswer, ModelMap
 from plugins.imitate_request import ChatRequest, conversation_body, parse_chat_request
@@ -103,6 +109,7 @@ class _State:
     model_id: str | None = None  # GET .../models/{id}
     completion_id: str = ""
     created: int = 0
+    slug: str = ""  # the ChatGPT model answering
     body: _Body | None = None  # set by on_response, per upstream answer
 
 
@@ -123,24 +130,28 @@ class Imitate(Plugin):
         models: Mapping[str, str] = attrs.field(factory=lambda: dict(DEFAULT_MODELS))
         #: The slug for names no ``models`` key matches; empty: the name is sent as is.
         default_model: str = ""
+        #: Keep the conversations in the account's history (``history_and_training_disabled``
+        #: false); go-chatgpt-api's ``ENABLE_HISTORY``.
+        enable_history: bool = False
+        #: Have ChatGPT continue an answer it cut for length; go-chatgpt-api's ``CONTINUE_SIGNAL``.
+        auto_continue: bool = False
 
     def __init__(self, config: Imitate.Config) -> None:
         super().__init__(config)
         if any(c in config.access_token for c in "\r\n\0"):
             raise ValueError("access_token: line breaks are not allowed")
         self.models = ModelMap(config.models, config.default_model)
-
-    def check(self, config: GatewayConfig) -> list[str]:
-        """Every route running this plugin must have an upstream (ChatGPT's)."""
-        return [
-            f"$.routes.{name}: {self.name} needs an upstream (ChatGPT's)"
-            for name, route in config.routes.items()
-            if self.name in route_plugin_names(config, route) and route.upstream is None
-        ]
+        self.forwarder: Forwarder | None = None  # set at start-up
+        self.server_login: ServerLogin | None = None  # OPENAI_EMAIL's, from start-up
 
     async def startup(self, context: GatewayContext) -> None:
-        """Warn, once, of the routes where the server's token is refused to clients without keys."""
-        if not self.config.access_token or self.config.allow_anonymous:
+        """Keep the forwarder (to continue answers); log in with the server's own account;
+        warn, once, of the routes where the server's token is refused to clients without keys."""
+        self.forwarder = context.forwarder
+        self.server_login = ServerLogin.from_config(context.config, self.name)
+        if self.server_login is not None:
+            self.server_login.start()
+        if self.config.allow_anonymous or not (self.config.access_token or self.server_login):
             return
         config = context.config
         keyless = [
@@ -150,20 +161,33 @@ class Imitate(Plugin):
         ]
         if keyless:
             logger.warning(
-                "imitate: the server's ChatGPT token (IMITATE_ACCESS_TOKEN) is not served "
-                "to clients without a gateway key on these routes, which answer them 401: "
-                + _HOW_TO_OPEN,
+                "imitate: the server's ChatGPT token (IMITATE_ACCESS_TOKEN, or OPENAI_EMAIL's "
+                "login) is not served to clients without a gateway key on these routes, "
+                "which answer them 401: " + _HOW_TO_OPEN,
                 routes=keyless,
             )
 
-    def server_token(self, ex: Exchange) -> str:
-        """The server's ChatGPT token, for a request that brought none of its own.
+    async def shutdown(self) -> None:
+        if self.server_login is not None:
+            await self.server_login.stop()
+
+    def check(self, config: GatewayConfig) -> list[str]:
+        """Every route running this plugin must have an upstream (ChatGPT's)."""
+        return [
+            f"$.routes.{name}: {self.name} needs an upstream (ChatGPT's)"
+            for name, route in config.routes.items()
+            if self.name in route_plugin_names(config, route) and route.upstream is None
+        ]
+
+    async def server_authorization(self, ex: Exchange) -> str:
+        """The ``Authorization`` value of the server's own ChatGPT account, for a request
+        that brought no token of its own: ``access_token``, else the server login's.
 
         SECURITY: only for a client an auth plugin identified, or anyone if the
         config says ``allow_anonymous = true``; checked per request, whatever the
         route's pipeline looks like.
         """
-        if not self.config.access_token:
+        if not (self.config.access_token or self.server_login):
             raise Unauthorized(
                 "missing credential: send your ChatGPT access token as "
                 "Authorization: Bearer <token>"
@@ -174,7 +198,10 @@ class Imitate(Plugin):
                 "Bearer <token>.  This gateway serves its own ChatGPT account only to "
                 f"clients with a gateway key; to change that, {_HOW_TO_OPEN}"
             )
-        return str(self.config.access_token)
+        if self.config.access_token:
+            return f"Bearer {self.config.access_token}"
+        assert self.server_login is not None
+        return await self.server_login.authorization()
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
         """Choose the credential and the ChatGPT endpoint; convert a chat request."""
@@ -183,7 +210,7 @@ class Imitate(Plugin):
             raise NotFound(f"no upstream for {ex.method} {ex.path}")
         headers = ex.upstream_headers
         if "Authorization" not in headers:
-            headers["Authorization"] = f"Bearer {self.server_token(ex)}"
+            headers["Authorization"] = await self.server_authorization(ex)
         for name in {n for n in headers if n.lower().startswith(_OPENAI_HEADERS)}:
             headers.popall(name)
         # The answer is parsed here: it must come uncompressed.
@@ -196,7 +223,9 @@ class Imitate(Plugin):
             headers["Accept"] = "text/event-stream"
             ex.upstream_url = URL(base + "/conversation")
             chat = state.chat = parse_chat_request(await ex.json())
-            ex.set_json(conversation_body(chat, self.models.slug(chat.model)))
+            state.slug = self.models.slug(chat.model)
+            history = self.config.enable_history
+            ex.set_json(conversation_body(chat, state.slug, history=history))
             state.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
             state.created = int(time.time())
         ex.state[self.name] = state
@@ -243,11 +272,16 @@ class Imitate(Plugin):
         else:
             chat = state.chat
             args = (state.completion_id, state.created, chat.model, chat.prompt_tokens)
+            continues = MAX_CONTINUATIONS if self.config.auto_continue else 0
             state.body = (
-                ChunkStream(*args, chat.include_usage) if chat.stream else Completion(*args)
+                ChunkStream(*args, chat.include_usage, continues)
+                if chat.stream
+                else Completion(*args, continues)
             )
         for name in ("Content-Length", "Content-Encoding", "Content-Type"):
             headers.popall(name, None)
+        # A stream ChatGPT breaks off still ends with an error event, then [DONE].
+        ex.ends_broken_body = isinstance(state.body, ChunkStream)
         if isinstance(state.body, ChunkStream):
             headers["Content-Type"] = "text/event-stream; charset=utf-8"
             headers["Cache-Control"] = "no-cache"
@@ -262,6 +296,10 @@ class Imitate(Plugin):
         body = state.body
         try:
             out = body.feed(chunk, final=not chunk)
+            while isinstance(body, ChunkStream | Completion) and body.pending_continuation:
+                assert self.forwarder is not None
+                history = self.config.enable_history
+                out += await continue_answer(self.forwarder, ex, body, state.slug, history)
         finally:
             if isinstance(body, ChunkStream | Completion) and body.answer.started:
                 ex.usage = body.usage

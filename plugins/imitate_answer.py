@@ -7,6 +7,8 @@ hidden messages and non-text content (code, browsing, thoughts) are skipped.
 Several assistant text messages in one answer are joined with a blank line.
 A moderation event that blocked the answer makes the finish reason
 ``content_filter``; an ``error`` event is kept in `ChatGPTAnswer.error`.
+After `ChatGPTAnswer.continue_answer`, the next message carries on the text so
+far (for ``action: "continue"``), whether it repeats that text or not.
 """
 
 from __future__ import annotations
@@ -25,7 +27,18 @@ _FINISH_REASONS = {"stop": "stop", "max_tokens": "length"}
 class ChatGPTAnswer:
     """The assistant's answer as ChatGPT's events build it up."""
 
-    __slots__ = ("_base", "_message_id", "blocked", "done", "error", "finish_type", "text")
+    __slots__ = (
+        "_base",
+        "_continued",
+        "_message_id",
+        "blocked",
+        "conversation_id",
+        "done",
+        "error",
+        "finish_type",
+        "last_message_id",
+        "text",
+    )
 
     def __init__(self) -> None:
         self.text = ""  # the whole answer so far, as ChatGPT last sent it
@@ -33,8 +46,11 @@ class ChatGPTAnswer:
         self.blocked = False  # moderation blocked the answer
         self.error: str | None = None
         self.done = False  # ``[DONE]`` was read
+        self.conversation_id: str | None = None  # as ChatGPT's events name it
+        self.last_message_id: str | None = None  # of the last assistant text message
         self._message_id: str | None = None
         self._base = ""
+        self._continued: str | None = None  # the text a continuation carries on
 
     @property
     def started(self) -> bool:
@@ -65,6 +81,8 @@ class ChatGPTAnswer:
             return False
         if not isinstance(payload, dict):
             return False
+        if isinstance(payload.get("conversation_id"), str):
+            self.conversation_id = payload["conversation_id"]
         if payload.get("type") == "moderation":
             moderation = payload.get("moderation_response")
             self.blocked = self.blocked or (
@@ -73,17 +91,29 @@ class ChatGPTAnswer:
             return False
         return self._message(payload.get("message"))
 
+    def continue_answer(self) -> None:
+        """ChatGPT is asked to continue this answer: its next message carries on the text."""
+        self._continued = self.text
+        self._message_id = None
+        self.done = False
+        self.finish_type = None
+
     def _message(self, message: Any) -> bool:
         text = _assistant_text(message)
         if text is None:
             return False
         assert isinstance(message, dict)
-        message_id = str(message.get("id"))
+        message_id = self.last_message_id = str(message.get("id"))
         if message_id != self._message_id:
-            if self._message_id is not None and self.text:
+            if self._continued is not None:
+                self._base = self._continued
+            elif self._message_id is not None and self.text:
                 self._base = self.text + "\n\n"
             self._message_id = message_id
-        self.text = self._base + text
+        if self._continued and text.startswith(self._continued):
+            self.text = text  # the continuation repeats the answer so far
+        else:
+            self.text = self._base + text
         metadata = message.get("metadata")
         details = metadata.get("finish_details") if isinstance(metadata, dict) else None
         if isinstance(details, dict) and isinstance(details.get("type"), str):

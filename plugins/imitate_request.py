@@ -27,6 +27,7 @@ from gateway.errors import BadRequest
 __all__ = [
     "ChatMessage",
     "ChatRequest",
+    "continue_body",
     "conversation_body",
     "estimate_tokens",
     "parse_chat_request",
@@ -137,13 +138,14 @@ def _content_text(content: Any, where: str) -> str:
     return "\n".join(texts)
 
 
-def conversation_body(request: ChatRequest, slug: str) -> dict[str, Any]:
+def conversation_body(request: ChatRequest, slug: str, *, history: bool = False) -> dict[str, Any]:
     """The ChatGPT ``action: "next"`` request for ``request``, answered by model ``slug``.
 
     Every message gets a new id and the parent is a new id, so each request is a
-    new conversation (no ``conversation_id``).  ``history_and_training_disabled``
-    keeps these conversations out of the account's history (and training): API
-    traffic would otherwise pile up in the ChatGPT sidebar.
+    new conversation (no ``conversation_id``).  Without ``history``,
+    ``history_and_training_disabled`` keeps these conversations out of the
+    account's history (and training): API traffic would otherwise pile up in the
+    ChatGPT sidebar.
     """
     return {
         "action": "next",
@@ -157,8 +159,29 @@ def conversation_body(request: ChatRequest, slug: str) -> dict[str, Any]:
             for message in request.messages
         ],
         "parent_message_id": str(uuid.uuid4()),
+        **_conversation_settings(slug, history),
+    }
+
+
+def continue_body(
+    conversation_id: str, last_message_id: str, slug: str, *, history: bool = False
+) -> dict[str, Any]:
+    """The ChatGPT ``action: "continue"`` request: go on with an answer cut for length.
+
+    It names the conversation and the answer's last message, and no messages.
+    """
+    return {
+        "action": "continue",
+        "conversation_id": conversation_id,
+        "parent_message_id": last_message_id,
+        **_conversation_settings(slug, history),
+    }
+
+
+def _conversation_settings(slug: str, history: bool) -> dict[str, Any]:
+    return {
         "model": slug,
         "timezone_offset_min": 0,
-        "history_and_training_disabled": True,
+        "history_and_training_disabled": not history,
         "conversation_mode": {"kind": "primary_assistant"},
     }

@@ -5,6 +5,11 @@ expect only the new text in each ``chat.completion.chunk``.  `DeltaTracker`
 decides what to send, and `ChunkStream` (``stream: true``) and `Completion`
 (one ``chat.completion`` object) turn the bytes of a ChatGPT stream, read by
 `ChatGPTAnswer`, into the bytes of the answer.
+
+Both may be allowed to continue an answer ChatGPT cut for length (``continues``
+times at most): at its end they stop short and note `pending_continuation`; the
+plugin then asks ChatGPT to go on (`plugins.imitate_continue`) and feeds them the
+continuation's stream, which carries on the same answer.
 """
 
 from __future__ import annotations
@@ -69,13 +74,39 @@ class DeltaTracker:
 class _Conversion:
     """What both answer forms share: the parser, the answer and the identity fields."""
 
-    def __init__(self, completion_id: str, created: int, model: str, prompt_tokens: int) -> None:
+    def __init__(
+        self, completion_id: str, created: int, model: str, prompt_tokens: int, continues: int
+    ) -> None:
         self.id = completion_id
         self.created = created
         self.model = model
         self.prompt_tokens = prompt_tokens
         self.answer = ChatGPTAnswer()
         self._parser = SSEParser()
+        self.continues_left = continues
+        #: ``(conversation_id, last message id)`` of an answer cut for length, to continue.
+        self.pending_continuation: tuple[str, str] | None = None
+
+    def _continue_now(self) -> bool:
+        """At the end of an answer cut for length: whether to have ChatGPT go on (noted)."""
+        answer = self.answer
+        if self.continues_left <= 0 or answer.error is not None:
+            return False
+        if answer.finish_type != "max_tokens" or answer.conversation_id is None:
+            return False
+        assert answer.last_message_id is not None  # a finish type comes with a message
+        self.pending_continuation = (answer.conversation_id, answer.last_message_id)
+        return True
+
+    def continue_answer(self) -> tuple[str, str]:
+        """Take the continuation's stream from here on; return where it continues from."""
+        where = self.pending_continuation
+        assert where is not None
+        self.pending_continuation = None
+        self.continues_left -= 1
+        self.answer.continue_answer()
+        self._parser = SSEParser()
+        return where
 
     @property
     def usage(self) -> Usage:
@@ -118,9 +149,15 @@ class ChunkStream(_Conversion):
     """
 
     def __init__(
-        self, completion_id: str, created: int, model: str, prompt_tokens: int, include_usage: bool
+        self,
+        completion_id: str,
+        created: int,
+        model: str,
+        prompt_tokens: int,
+        include_usage: bool,
+        continues: int = 0,
     ) -> None:
-        super().__init__(completion_id, created, model, prompt_tokens)
+        super().__init__(completion_id, created, model, prompt_tokens, continues)
         self.include_usage = include_usage
         self.delta = DeltaTracker()
         self.began = False  # the first chunk was made
@@ -130,7 +167,7 @@ class ChunkStream(_Conversion):
         """Convert the next bytes of ChatGPT's stream (``final``: it ended cleanly)."""
         out: list[bytes] = []
         for event in self._events(chunk, final):
-            if self.ended:
+            if self.ended or self.pending_continuation is not None:
                 break
             if self.answer.feed(event):
                 text = self.delta.advance(self.answer.text)
@@ -139,11 +176,20 @@ class ChunkStream(_Conversion):
                     out.append(self._chunk({"role": "assistant", "content": text}))
                 elif text:
                     out.append(self._chunk({"content": text}))
+            if self.answer.done and self._continue_now():
+                break
             if self.answer.error is not None or self.answer.done:
                 out.append(self._end())
-        if final and not self.ended:
+        if final and not self.ended and self.pending_continuation is None:
             out.append(self._end())
         return b"".join(out)
+
+    def fail(self, problem: str) -> bytes:
+        """End the answer with ``problem`` (a continuation that could not be had)."""
+        self.ended = True
+        if not self.began:
+            raise BadGateway(problem)
+        return stream_error_event(problem)
 
     def _end(self) -> bytes:
         self.ended = True
@@ -186,13 +232,15 @@ class Completion(_Conversion):
     (nothing has been sent, so the client gets a clean 502).
     """
 
-    def __init__(self, completion_id: str, created: int, model: str, prompt_tokens: int) -> None:
-        super().__init__(completion_id, created, model, prompt_tokens)
+    def __init__(
+        self, completion_id: str, created: int, model: str, prompt_tokens: int, continues: int = 0
+    ) -> None:
+        super().__init__(completion_id, created, model, prompt_tokens, continues)
         self.ended = False  # the answer was made
 
     def feed(self, chunk: bytes, final: bool = False) -> bytes:
         """Take the next bytes of ChatGPT's stream; at the end, return the whole answer."""
-        if self.ended:
+        if self.ended or self.pending_continuation is not None:
             return b""
         for event in self._events(chunk, final):
             self.answer.feed(event)
@@ -201,6 +249,8 @@ class Completion(_Conversion):
         if self.answer.error is not None:
             raise BadGateway(f"ChatGPT: {self.answer.error}")
         if not (final or self.answer.done):
+            return b""
+        if self.answer.done and self._continue_now():
             return b""
         self.ended = True
         problem = self._incomplete()
@@ -224,6 +274,11 @@ class Completion(_Conversion):
                 "usage": self.usage_object(),
             }
         )
+
+    def fail(self, problem: str) -> bytes:
+        """End the answer with ``problem``: nothing was sent, so the client gets a 502."""
+        self.ended = True
+        raise BadGateway(problem)
 
 
 def _dumps(value: Any) -> bytes:

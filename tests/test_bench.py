@@ -119,8 +119,11 @@ def test_the_peer_latency_is_compared_in_turns_when_both_were_measured_so() -> N
 
 
 def test_the_gateway_targets_run_on_the_interpreter_they_are_given(tmp_path: Path) -> None:
+    # Another path to this interpreter.  A script, not a symlink: a symlinked venv
+    # interpreter no longer finds its pyvenv.cfg, and with it the venv's packages.
     python = tmp_path / "python3"
-    python.symlink_to(sys.executable)  # another path to an interpreter with the gateway
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     versions = interpreter_versions(str(python))
     assert versions == {
         "python": f"{platform.python_version()} ({python})",

@@ -22,6 +22,10 @@ def test_interpolation_forms():
     assert interpolate("${EMPTY-fallback}", ENV) == ""
     assert interpolate("${MISSING:-${ALSO_MISSING:-${HOME_URL}}}", ENV) == "http://up.example"
     assert interpolate("cost: $$5", ENV) == "cost: $5"
+    assert interpolate("${HOME_URL:+on}", ENV) == "on"
+    assert interpolate("${EMPTY:+on}|${MISSING:+on}", ENV) == "|"
+    assert interpolate("${EMPTY+on}|${MISSING+on}", ENV) == "on|"
+    assert interpolate("${HOME_URL:+${MISSING:-x}}", ENV) == "x"
     with pytest.raises(InterpolationError, match="MISSING is not set"):
         interpolate("${MISSING}", ENV)
 
@@ -103,7 +107,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
     problems = caught.value.problems
     expected = [
         "$.server.port: not a whole number ('eighty')",
-        "$.server: unknown key(s) 'typo'",
+        "$.server.typo: unknown key (known: host, port, ",
         '$.upstreams.chatgpt.url: not a URL ("htp:/x")',
         "$.upstreams.chatgpt.idle_timeout: not a duration",
         "$.upstreams.chatgpt.proxy: not a URL",
@@ -150,3 +154,93 @@ def test_find_config_order(tmp_path, monkeypatch):
     assert find_config("config.toml", {"GATEWAY_CONFIG": "env.toml"})[0] == "config.toml"
     with pytest.raises(ConfigError, match="cannot read"):
         find_config("missing.toml", {})
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_runtime(text, "c.toml", env or {})
+    return caught.value.problems
+
+
+def test_a_mistyped_key_is_named_by_its_path_with_a_did_you_mean():
+    problems = problems_of(
+        """
+piepline = []
+[server]
+prot = 80
+[routes.r]
+path = "/r"
+methds = ["GET"]
+[plugins.cors]
+allow_origin = ["*"]
+"""
+    )
+    assert problems == [
+        "$.piepline: unknown key (did you mean 'pipeline'?)",
+        "$.server.prot: unknown key (did you mean 'port'?)",
+        "$.routes.r.methds: unknown key (did you mean 'methods'?)",
+        "$.plugins.cors.allow_origin: unknown key (did you mean 'allow_origins'?)",
+    ]
+
+
+def test_every_problem_of_a_route_is_reported_at_once():
+    problems = problems_of(
+        """
+pipeline = ["access_log", "ratelimit"]
+[upstreams.up]
+url = "http://up.example"
+[routes.r]
+path = "/r/{x}"
+upstream = "up"
+methds = ["GET"]
+connect_timeout = "soon"
+upstream_path = "/{y}"
+skip = ["cors"]
+pipeline = ["rewrit"]
+[routes.s]
+path = "/s"
+upstream = "nowhere"
+pipeline = ["rewrit"]
+[[plugins.ratelimit.rules]]
+name = "per-route"
+key = "client_ip"
+rate = "1/s"
+routes = ["r", "s"]
+"""
+    )
+    for expected in [
+        "$.routes.r.connect_timeout: not a duration",
+        "$.routes.r.methds: unknown key (did you mean 'methods'?)",
+        "$.routes.r.upstream_path: parameter(s) y are not in the path '/r/{x}'",
+        "$.routes.r.skip[0]: 'cors' is not in the global pipeline",
+        "$.routes.r.pipeline[0]: unknown plugin 'rewrit'",
+        "$.routes.s.upstream: unknown upstream 'nowhere' (known: up)",
+        "$.routes.s.pipeline[0]: unknown plugin 'rewrit'",
+    ]:
+        assert any(p.startswith(expected) for p in problems), (expected, problems)
+    assert not any("unknown route" in p for p in problems), problems  # r and s exist
+    assert len(problems) == 7, problems
+
+
+def test_a_plugin_problem_has_the_same_key_path_style():
+    problems = problems_of('[plugins.auth]\nkeys.alice = { sha256 = "abc" }\n')
+    assert problems == [
+        "$.plugins.auth.keys.alice.sha256: not a hex SHA-256 digest (use `gateway keygen`)"
+    ]
+
+
+def test_an_unset_variable_is_reported_once():
+    problems = problems_of(
+        """
+[upstreams.up]
+url = "${UP_URL}"
+idle_timeout = "${IDLE}"
+[plugins.auth]
+keys.alice = { sha256 = "${ALICE_SHA256}" }
+"""
+    )
+    assert problems == [
+        "$.upstreams.up.url: environment variable UP_URL is not set",
+        "$.upstreams.up.idle_timeout: environment variable IDLE is not set",
+        "$.plugins.auth.keys.alice.sha256: environment variable ALICE_SHA256 is not set",
+    ]

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import yaml
 
+from gateway.units import parse_duration
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")  # join continued lines
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CONFIG_VARIABLES = set(
     re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", (ROOT / "config.toml").read_text())
@@ -94,3 +97,30 @@ def test_compose_mirrors_the_seed():
 def test_commented_compose_variables_are_read_by_the_config_too():
     commented = re.findall(r"#\s*-\s*([A-Z_]+)=", (ROOT / "docker-compose.yml").read_text())
     assert commented and set(commented) <= CONFIG_VARIABLES
+
+
+def test_docker_waits_longer_than_the_drain_before_killing():
+    # Docker's default is 10 s, then SIGKILL: streams would be cut mid-drain.
+    service = COMPOSE["services"]["chatgpt-gateway"]
+    drain_timeout = tomllib.loads((ROOT / "config.toml").read_text())["server"]["drain_timeout"]
+    assert parse_duration(service["stop_grace_period"]) > parse_duration(drain_timeout)
+
+
+def test_the_redis_command_wires_redis_url_to_the_redis_service():
+    command = re.search(
+        r"REDIS_URL=redis://(\w[\w-]*):(\d+)\S* docker compose --profile (\w+) up", COMPOSE_TEXT
+    )
+    assert command is not None
+    host, port, profile = command.groups()
+    assert COMPOSE["services"][host]["profiles"] == [profile]
+    assert port == "6379"
+    environment = COMPOSE["services"]["chatgpt-gateway"]["environment"]
+    assert "REDIS_URL=${REDIS_URL:-}" in environment  # passed on, not commented out
+    assert command.group(0) in (ROOT / "README.md").read_text()
+
+
+def test_the_config_mount_example_lands_where_the_gateway_reads_it():
+    mount = re.search(r"#\s*- \./config\.toml:(\S+?)(:ro)?$", COMPOSE_TEXT, re.M)
+    assert mount is not None
+    (workdir,) = [w for w in instructions("WORKDIR") if w.startswith("/home/")]
+    assert mount.group(1) == f"{workdir}/config.toml"

@@ -9,8 +9,10 @@ it would find any plugin installed into site-packages.
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,11 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.config import RouteConfig
+from gateway.config import RouteConfig, default_config_text
 from gateway.errors import ConfigError
 from gateway.plugin import Exchange
 from gateway.registry import distribution_name, installed_plugins
+from gateway.runtime import load_runtime
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gateway-plugin-example"
 PACKAGE = "gateway_plugin_example"
@@ -173,7 +176,61 @@ async def test_bad_config_is_a_config_error_with_its_key_path(
         await start_gateway(config, {})
 
     problems = caught.value.problems
-    assert any(p.startswith("$.plugins.add_header") and "'colour'" in p for p in problems), problems
+    assert any(p.startswith("$.plugins.add_header.colour: unknown key") for p in problems), problems
+
+
+ROOT = EXAMPLE.parent.parent
+PLUGIN_DOCS = [ROOT / "docs" / "plugins.md", EXAMPLE / "README.md"]
+
+
+def toml_blocks(path: Path) -> list[str]:
+    """The ```toml blocks of a markdown file, their indentation (in a list) removed."""
+    blocks = re.findall(r"^( *)```toml\n(.*?)^ *```", path.read_text(), re.S | re.M)
+    return [
+        "\n".join(line.removeprefix(indent) for line in block.splitlines())
+        for indent, block in blocks
+    ]
+
+
+def as_documented(block: str) -> str:
+    """The config a snippet stands for: itself when it is a whole config (it has routes);
+    else an edit of the shipped config: its pipeline line in place of the shipped one,
+    its tables added."""
+    if "routes" in tomllib.loads(block):
+        return block
+    default = default_config_text()
+    line = re.search(r"^pipeline = .*$", block, re.M)
+    assert line is not None
+    merged = re.sub(r"^pipeline = .*$", lambda _: line.group(0), default, count=1, flags=re.M)
+    return merged + "\n" + block.replace(line.group(0), "")
+
+
+def test_every_config_snippet_of_the_plugin_docs_works_as_written(
+    example_installed: Path,
+) -> None:
+    pyproject = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    default_pipeline = tomllib.loads(default_config_text())["pipeline"]
+    checked = 0
+    for path in PLUGIN_DOCS:
+        for block in toml_blocks(path):
+            data = tomllib.loads(block)
+            if "project" in data:  # quoted from the example's pyproject.toml
+                entry_points = data["project"].get("entry-points", {})
+                for group, names in entry_points.items():
+                    assert pyproject["project"]["entry-points"][group] == names
+                continue
+            config = as_documented(block)
+            runtime = load_runtime(config, f"{path.name} snippet", {})
+            if config != block:
+                # Adding a plugin is appending its name: the others stay.
+                assert data["pipeline"] == [*default_pipeline, "add_header"], block
+                assert all(
+                    "add_header" in [p.name for p in pipeline.plugins]
+                    for pipeline in runtime.pipelines.values()
+                    if pipeline.plugins
+                )
+            checked += 1
+    assert checked >= 3
 
 
 def exchange(headers: dict[str, str] | None = None) -> Exchange:

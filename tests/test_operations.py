@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -159,6 +160,21 @@ async def test_sighup_reload_keeps_open_streams_and_refuses_bad_configs(
     assert await gateway.wait() == 0
 
 
+async def test_a_reload_names_the_settings_that_need_a_restart(tmp_path, serve_app, processes):
+    url = await serve_app(Upstream().app)
+    path = tmp_path / "config.toml"
+    path.write_text(config(url, "v1"))
+    gateway = await processes(path)
+    changed = 'client_idle_timeout = "5s"\nport = 1\nlog_format = "console"'
+    path.write_text(config(url, "v2", changed))
+    gateway.signal(signal.SIGHUP)
+    warning = json.loads(await gateway.wait_for_output("need a restart"))
+    assert warning["level"] == "warning"
+    # The port comes from the command line, which wins: it needs nothing.
+    assert warning["settings"] == ["server.client_idle_timeout", "server.log_format"]
+    assert await config_version(gateway.url) == "v2"  # the rest was applied
+
+
 async def test_watch_reloads_when_the_file_changes(tmp_path, serve_app, processes):
     url = await serve_app(Upstream().app)
     path = tmp_path / "config.toml"
@@ -191,21 +207,52 @@ async def test_sigterm_drains_open_streams_then_exits_0(tmp_path, serve_app, pro
     assert '"drained": true' in "".join(gateway.output)
 
 
-async def test_drain_timeout_closes_what_is_left(tmp_path, serve_app, processes):
-    upstream = Upstream()  # its gate is never opened: the stream outlives the drain
+async def test_drain_timeout_ends_what_is_still_running_and_exits_soon_after(
+    tmp_path, serve_app, processes
+):
+    drain_timeout = 1.0
+    upstream = Upstream()
     url = await serve_app(upstream.app)
     path = tmp_path / "config.toml"
-    path.write_text(
-        config(url, "v1", 'drain_timeout = "500ms"').replace('drain_timeout = "10s"\n', "")
-    )
+    path.write_text(config(url, "v1").replace('"10s"', f'"{drain_timeout}s"'))
     gateway = await processes(path)
+    loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as session:
-        stream = await session.get(gateway.url + "/sse")
+        # Streams that keep sending (an event stream opened before a reload among them),
+        # a plain body that keeps coming, and a request whose answer has not begun.
+        old_config_stream = await session.get(gateway.url + "/heartbeat")
+        await old_config_stream.content.readuntil(b"\n\n")
+        gateway.signal(signal.SIGHUP)
+        await gateway.wait_for_output('"config reloaded"')
+        stream = await session.get(gateway.url + "/heartbeat")
         await stream.content.readuntil(b"\n\n")
+        plain = await session.get(gateway.url + "/trickle")
+        await plain.content.readexactly(1)
+        waiting = asyncio.ensure_future(session.get(gateway.url + "/slow-head"))
+        for _ in range(500):  # until the upstream has it
+            if any(seen["path_qs"] == "/slow-head" for seen in upstream.requests):
+                break
+            await asyncio.sleep(0.01)
+
         gateway.signal(signal.SIGTERM)
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await stream.content.read()
-    assert await gateway.wait() == 0
+        signalled = loop.time()
+        await gateway.wait_for_output('"event": "draining"')
+        with pytest.raises(aiohttp.ClientConnectionError):  # refused at once
+            async with aiohttp.ClientSession() as fresh, fresh.get(gateway.url + "/plain"):
+                pass
+
+        for events in (old_config_stream, stream):
+            body = await asyncio.wait_for(events.content.read(), 10)  # a clean end
+            last = json.loads(body.rstrip().rsplit(b"\n\n", 1)[-1].removeprefix(b"data: "))
+            assert last["error"]["code"] == "shutting_down", body[-300:]
+        with pytest.raises(aiohttp.ClientPayloadError):  # cut, so that it shows
+            await asyncio.wait_for(plain.content.read(), 10)
+        answer = await asyncio.wait_for(waiting, 10)
+        assert answer.status == 503
+        assert (await answer.json())["error"]["code"] == "shutting_down"
+        assert await gateway.wait(10) == 0
+        exited = loop.time() - signalled
+    assert exited < drain_timeout + 1, f"exited {exited:.2f} s after SIGTERM"
     assert '"drained": false' in "".join(gateway.output)
 
 

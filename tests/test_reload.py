@@ -6,10 +6,12 @@ import asyncio
 from importlib.metadata import EntryPoint
 
 import aiohttp
+import attrs
 
-from gateway.config import parse_config
+from gateway.config import Bytes, Seconds, ServerConfig, parse_config
 from gateway.plugin import Plugin
 from gateway.registry import installed_plugins
+from gateway.running import settings_needing_restart
 from gateway.runtime import build_runtime
 from gateway.server import Service, make_socket
 from tests.upstreams import Upstream
@@ -96,3 +98,29 @@ async def test_healthz_says_draining_while_streams_finish(serve_app):
         await stream.read()
         stream.release()
         assert await stopping is True
+
+
+def test_the_settings_a_reload_cannot_apply_are_named():
+    in_force = ServerConfig(port=8080, client_idle_timeout=Seconds(60))
+    new = attrs.evolve(
+        in_force,
+        host="127.0.0.1",
+        port=9090,
+        client_idle_timeout=Seconds(5),
+        log_level="debug",
+        max_body_size=Bytes(1024),  # applied at once: not named
+        trusted_hops=1,
+        drain_timeout=Seconds(5),
+    )
+    assert settings_needing_restart(in_force, new, overridden=()) == [
+        "server.host",
+        "server.port",
+        "server.client_idle_timeout",
+        "server.log_level",
+    ]
+    # What the command line gave wins over the file: a change there changes nothing.
+    assert settings_needing_restart(in_force, new, overridden=("host", "port")) == [
+        "server.client_idle_timeout",
+        "server.log_level",
+    ]
+    assert settings_needing_restart(in_force, in_force, overridden=()) == []

@@ -24,7 +24,7 @@ from gateway.testing import (
     openai_app,
     start_simulator,
 )
-from gateway.testing.chatgpt_stream import REWRITE_PARTS
+from gateway.testing.chatgpt_stream import CONTINUATION, REWRITE_PARTS
 from gateway.testing.server import Simulator
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -207,6 +207,29 @@ async def test_fail_max_tokens(sim: Simulator, http: aiohttp.ClientSession) -> N
     assert final["metadata"]["finish_details"] == {"type": "max_tokens"}
     assert final["end_turn"] is False
     assert events[-1] == (None, "[DONE]")
+
+
+async def test_continue_goes_on_from_the_last_message_of_an_answer(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    _, events = await converse(http, sim, conversation_body(), **{"X-Sim-Fail": "max-tokens"})
+    final = messages(events)[-1]
+    follow_up = {
+        "action": "continue",
+        "conversation_id": final["conversation_id"],
+        "parent_message_id": final["message"]["id"],
+        "model": "text-davinci-002-render-sha",
+    }
+    resp, events = await converse(http, sim, follow_up)
+    assert resp.status == 200
+    continued = messages(events)[-1]["message"]
+    assert continued["content"]["parts"] == [CONTINUATION]  # the new text only
+    assert continued["id"] != final["message"]["id"]
+    assert continued["metadata"]["finish_details"] == {"type": "stop"}
+    wrong_parent = {**follow_up, "parent_message_id": "elsewhere"}
+    assert (await converse(http, sim, wrong_parent))[0].status == 400
+    unknown = {**follow_up, "conversation_id": "never-answered"}
+    assert (await converse(http, sim, unknown))[0].status == 404
 
 
 async def test_fail_die_tears_the_stream(sim: Simulator, http: aiohttp.ClientSession) -> None:

@@ -1,8 +1,10 @@
-"""The README's "Teams and quotas" config, run as written, and config.toml's commented copy."""
+"""The Teams example (examples/teams.toml, which the README quotes), run as written, and
+config.toml's commented copy."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,15 +15,30 @@ from gateway.runtime import load_runtime
 from gateway.testing import start_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
+TEAMS = ROOT / "examples" / "teams.toml"
 
 
-def readme_teams_config() -> str:
+def readme_teams_blocks() -> list[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Teams and quotas", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```toml\n(.*?)```", section, re.S)
-    assert block is not None
-    lines = block.group(1).splitlines()
-    return "\n".join(line.removeprefix("   ") for line in lines)  # the list's indent
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    return ["\n".join(line.removeprefix("   ") for line in b.splitlines()) for b in blocks]
+
+
+def test_the_readme_quotes_the_teams_file_verbatim():
+    blocks = readme_teams_blocks()
+    assert len(blocks) >= 2
+    for block in blocks:
+        assert block in TEAMS.read_text(), block
+
+
+def test_the_teams_file_keeps_every_route_of_the_default_config():
+    teams = tomllib.loads(TEAMS.read_text())
+    default = tomllib.loads(default_config_text())
+    assert teams["routes"] == default["routes"]  # normalisation and limits included
+    assert list(teams["routes"]) == list(default["routes"])  # in the same order
+    assert teams["server"]["port"] == default["server"]["port"]  # reads PORT and HOST
+    assert teams["server"]["host"] == default["server"]["host"]
 
 
 @pytest.fixture
@@ -31,7 +48,7 @@ async def sim():
     await simulator.close()
 
 
-async def test_the_readme_teams_config_works_as_written(sim, start_gateway):
+async def test_the_teams_file_works_as_written(sim, start_gateway):
     alice, bob = new_key()[0], new_key()[0]
     env = {
         "CHATGPT_BASE_URL": sim.chatgpt_url,
@@ -44,7 +61,7 @@ async def test_the_readme_teams_config_works_as_written(sim, start_gateway):
         "OPENAI_API_KEY": "sk-org-secret",
         "REDIS_URL": "",
     }
-    gateway = await start_gateway(readme_teams_config(), env)
+    gateway = await start_gateway(TEAMS.read_text(), env)
     conversation = {
         "action": "next",
         "messages": [
@@ -56,6 +73,7 @@ async def test_the_readme_teams_config_works_as_written(sim, start_gateway):
         ],
         "parent_message_id": "p",
         "model": "text-davinci-002-render-sha",
+        "conversation_id": "",
     }
     for expected in ("chatgpt-secret-1", "chatgpt-secret-2"):
         async with gateway.request(
@@ -65,6 +83,16 @@ async def test_the_readme_teams_config_works_as_written(sim, start_gateway):
             assert response.headers["X-RateLimit-Limit"]
             await response.read()
         assert sim.recorder.last.headers["Authorization"] == f"Bearer {expected}"
+        assert sim.recorder.last.json["conversation_id"] is None  # normalised as by go-chatgpt-api
+    alice_auth = {"Authorization": f"Bearer {alice}"}
+    async with gateway.request("GET", "/conversations?limit=500", headers=alice_auth) as response:
+        assert (await response.json())["limit"] == 100
+    imitate = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "Hi"}]}
+    async with gateway.request(
+        "POST", "/imitate/v1/chat/completions", json=imitate, headers=alice_auth
+    ) as response:
+        assert (await response.json())["object"] == "chat.completion"
+    assert sim.recorder.last.headers["Authorization"].startswith("Bearer chatgpt-secret-")
 
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
     bob_auth = {"Authorization": f"Bearer {bob}"}

@@ -23,6 +23,7 @@ class Upstream:
         self.app.router.add_get("/slow-head", self.slow_head)
         self.app.router.add_get("/stall", self.stall)
         self.app.router.add_get("/heartbeat", self.heartbeat)
+        self.app.router.add_get("/trickle", self.trickle)
         self.app.router.add_get("/redirect", self.redirect)
         self.app.router.add_get("/hop", self.hop_by_hop)
         self.app.router.add_get("/teapot", self.teapot)
@@ -103,6 +104,16 @@ class Upstream:
         except (ConnectionError, asyncio.CancelledError):
             self.disconnected.set()
             raise
+        return response
+
+    async def trickle(self, request: web.Request) -> web.StreamResponse:
+        """A plain body that keeps coming: a byte every 10 ms, for ten seconds at most."""
+        await self.record(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        for _ in range(1000):
+            await response.write(b"x")
+            await asyncio.sleep(0.01)
         return response
 
     async def teapot(self, request: web.Request) -> web.Response:

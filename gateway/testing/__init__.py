@@ -13,7 +13,8 @@ multidict: importing it does not import the rest of the gateway.
 - `Recorder` / `RecordedRequest`: what the upstream received, for assertions.
 
 Test hooks: ``X-Sim-Status: NNN`` on any request; ``X-Sim-Fail: error-event |
-max-tokens | die | rewrite`` on ``POST /backend-api/conversation``.
+max-tokens | die | rewrite`` on ``POST /backend-api/conversation``, which also
+continues its own answers (``action: "continue"``).
 """
 
 from gateway.testing.chatgpt import chatgpt_app

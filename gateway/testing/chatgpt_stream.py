@@ -7,6 +7,11 @@ the final ``finished_successfully`` message, and ``data: [DONE]`` ends the strea
 A failure mode is chosen by the ``X-Sim-Fail`` header, else the body field
 ``sim_fail``, else a ``[sim-fail:MODE]`` marker in the prompt (which survives any
 request rewriting by the gateway). A ``[sim-status:NNN]`` marker answers that status.
+
+``action: "continue"`` (what a client sends after an answer cut for length) needs
+the ``conversation_id`` of an answer this simulator gave and, as
+``parent_message_id``, the id of its last message; it streams `CONTINUATION`, the
+new text only, in a message of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ ERROR_MESSAGE = "Something went wrong"
 DEFAULT_MODEL = "text-davinci-002-render-sha"
 # The cumulative texts of the "rewrite" mode: the third changes earlier text, the last shrinks.
 REWRITE_PARTS = ("Hello", "Hello wor", "Hello, world", "Hello, world!!!", "Hello, world!")
+
+#: The text of every continued answer.
+CONTINUATION = "And so the answer goes on to its end."
 
 _FAIL_MARKER = re.compile(r"\[sim-fail:([a-z-]+)\]")
 _STATUS_MARKER = re.compile(r"\[sim-status:(\d{3})\]")
@@ -117,6 +125,8 @@ class ConversationStream:
 
     delay: float = 0.0
     words: int | None = None
+    #: The id of the last message of each conversation answered, for ``continue``.
+    last_messages: dict[str, str] = attrs.field(factory=dict)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one conversation request with an event stream."""
@@ -132,12 +142,20 @@ class ConversationStream:
         mode = fail_mode(request, body, prompt)
         if mode is not None and mode not in FAIL_MODES:
             return CHATGPT.error(400, f"unknown {SIM_FAIL} mode {mode!r}; one of {FAIL_MODES}")
+        continuing = isinstance(body, dict) and body.get("action") == "continue"
+        if continuing:
+            cid, parent = body.get("conversation_id"), body.get("parent_message_id")
+            if cid not in self.last_messages:
+                return CHATGPT.error(404, f"conversation {cid!r} not found")
+            if parent != self.last_messages[cid]:
+                return CHATGPT.error(400, "continue from the conversation's last message")
         turn = Turn.of(body)
+        self.last_messages[turn.conversation_id] = turn.message_id
         stream = await EventStream.open(request, self.delay, compact=False)
         if mode == "error-event":
             await stream.send({"message": None, "conversation_id": None, "error": ERROR_MESSAGE})
             return await stream.done()
-        words = answer_words(prompt, self.words)
+        words = CONTINUATION.split() if continuing else answer_words(prompt, self.words)
         texts = list(REWRITE_PARTS) if mode == "rewrite" else cumulative(words)
         if mode == "die":
             texts = texts[: max(1, len(texts) // 2)]

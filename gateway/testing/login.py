@@ -46,6 +46,7 @@ from yarl import URL
 
 from gateway.testing.login_pages import (
     DEMO_ACCOUNT,
+    TOKEN_LIFETIME,
     Account,
     Fault,
     Host,
@@ -97,6 +98,8 @@ class LoginSimulator:
     refused: set[str] = attrs.field(factory=set)
     #: Steps that misbehave, and how.
     fail_at: dict[Step, Fault] = attrs.field(factory=dict)
+    #: How long the access tokens it issues last (their JWT ``exp``).
+    token_lifetime: timedelta = TOKEN_LIFETIME
     #: The hosts' base URLs (set by `start_simulator`; the web one defaults to the request's).
     web_url: str = ""
     auth0_url: str = ""
@@ -212,7 +215,7 @@ class LoginSimulator:
         expires = datetime.fromtimestamp(now, UTC) + SESSION_LIFETIME
         session = IssuedSession(
             email=account.email.lower(),
-            access_token=access_token(account.email, now),
+            access_token=access_token(account.email, now, self.token_lifetime),
             expires=expires.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         )
         session_token = random_token(32)

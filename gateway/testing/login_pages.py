@@ -96,7 +96,7 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def access_token(email: str, issued_at: float) -> str:
+def access_token(email: str, issued_at: float, lifetime: timedelta = TOKEN_LIFETIME) -> str:
     """A ChatGPT-shaped JWT (unsigned for real) for ``email``, with ``iat`` and ``exp``."""
     header = {"alg": "RS256", "typ": "JWT", "kid": "simulated"}
     claims = {
@@ -106,7 +106,7 @@ def access_token(email: str, issued_at: float) -> str:
         "sub": f"auth0|{user_id(email)}",
         "aud": ["https://api.openai.com/v1", "https://openai.openai.auth0app.com/userinfo"],
         "iat": int(issued_at),
-        "exp": int(issued_at + TOKEN_LIFETIME.total_seconds()),
+        "exp": int(issued_at + lifetime.total_seconds()),
         "scope": "openid email profile model.read model.request organization.read offline_access",
         "jti": random_token(12),
     }

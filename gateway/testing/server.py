@@ -95,6 +95,18 @@ class Simulator:
         """The port the simulator listens on."""
         return int(self.url.rsplit(":", 1)[1])
 
+    def environment(self) -> dict[str, str]:
+        """The variables that point the default config's upstreams here, proxies off."""
+        return {
+            "CHATGPT_BASE_URL": self.chatgpt_url,
+            "CHATGPT_WEB_URL": self.web_url,
+            "CHATGPT_AUTH0_URL": self.auth0_url,
+            "OPENAI_BASE_URL": self.openai_url,
+            "GO_CHATGPT_API_PROXY": "",
+            "PROXY": "",
+            "GATEWAY_PROXY": "",
+        }
+
     async def close(self) -> None:
         """Stop serving; open streams get `SHUTDOWN_TIMEOUT` seconds, then are cancelled."""
         try:

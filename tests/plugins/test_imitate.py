@@ -270,15 +270,26 @@ async def test_error_event_mid_stream_is_an_sdk_error(serve_app: Any, start_gate
     assert caught.value.message == "ChatGPT: Server overloaded"
 
 
-async def test_upstream_dying_mid_stream_aborts_the_stream(gateway: Any) -> None:
+async def test_upstream_dying_mid_stream_ends_with_an_error_event(gateway: Any) -> None:
     stream = await client(gateway).chat.completions.create(
         model="gpt-4", messages=user("x [sim-fail:die]"), stream=True
     )
     received = []
-    with pytest.raises(openai.APIError):  # APIConnectionError: the connection was aborted
+    with pytest.raises(openai.APIError) as caught:
         async for chunk in stream:
             received.append(chunk.choices[0].delta.content or "")
+    assert not isinstance(caught.value, openai.APIConnectionError)  # not a cut connection
+    assert caught.value.message == "ChatGPT's answer ended before it was complete"
     assert received and "".join(received) != answer_text("x [sim-fail:die]")
+
+    body = {"model": "gpt-4", "messages": user("x [sim-fail:die]"), "stream": True}
+    async with gateway.request(
+        "POST", "/imitate/v1/chat/completions", json=body, headers={"Authorization": CLIENT_TOKEN}
+    ) as response:
+        text = (await response.read()).decode()  # ends cleanly: no payload error
+    events = text.strip().split("\n\n")
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[-2].removeprefix("data: "))["error"]["code"] == "bad_gateway"
     assert await gateway.service.runtime.wait_idle(HANG_GUARD)
 
 

@@ -561,7 +561,7 @@ def test_config_structures_from_toml_tables() -> None:
     assert config.allow_anonymous is True
     assert "secret-token-123" not in repr(config)  # the token stays out of reprs
     _, problems = structure({"model": {}}, Imitate.Config, "$.plugins.imitate")
-    assert problems == ["$.plugins.imitate: unknown key(s) 'model'"]
+    assert problems == ["$.plugins.imitate.model: unknown key (did you mean 'models'?)"]
 
 
 def test_model_list_lists_slugs_and_working_aliases() -> None:
