@@ -12,7 +12,7 @@ from typing import Literal
 import attrs
 from yarl import URL
 
-from gateway.config import Seconds, redact_url
+from gateway.config import PositiveInt, PositiveSeconds, Seconds, redact_url
 
 __all__ = ["KeyKind", "Period", "RateLimitConfig", "RuleConfig"]
 
@@ -35,14 +35,14 @@ class RuleConfig:
     #: GCRA request rate, ``"<count>/<unit>"``: ``"60/m"``, ``"10/s"``, ``"100/30s"``.
     rate: str | None = None
     #: With ``rate``: how many requests may arrive at once (the bucket size); default 1.
-    burst: int | None = None
+    burst: PositiveInt | None = None
     #: Open requests (streams included) at once.
-    concurrency: int | None = None
+    concurrency: PositiveInt | None = None
     #: Requests per ``period``.
-    requests: int | None = None
+    requests: PositiveInt | None = None
     #: Tokens (prompt plus completion) per ``period``: the upstream's ``usage``, else
     #: estimated from the streamed text (see `plugins.ratelimit_tokens`).
-    tokens: int | None = None
+    tokens: PositiveInt | None = None
     #: With ``requests`` or ``tokens``: the calendar window, UTC.
     period: Period | None = None
     #: The routes the rule applies to (by name); leave it out for every route.
@@ -96,10 +96,10 @@ class RateLimitConfig:
     #: Put before every Redis key (and separates in-process stores).
     key_prefix: str = "gateway:ratelimit:"
     #: Redis connect and socket timeout, so that a dead Redis does not hang requests.
-    redis_timeout: Seconds = Seconds(0.5)
+    redis_timeout: PositiveSeconds = Seconds(0.5)
     #: Redis: how long a concurrency slot outlives a gateway that crashed holding
     #: it (open requests renew theirs every third of it).
-    slot_lease: Seconds = Seconds(60.0)
+    slot_lease: PositiveSeconds = Seconds(60.0)
     #: The limits, each a `RuleConfig` table.
     rules: tuple[RuleConfig, ...] = ()
 
@@ -112,8 +112,6 @@ class RateLimitConfig:
 
     def check(self) -> None:
         """Raise `ValueError` on settings that cannot work (rules aside)."""
-        if self.redis_timeout <= 0 or self.slot_lease <= 0:
-            raise ValueError("redis_timeout and slot_lease must be positive")
         if self.store_kind != "redis":
             return
         if not self.redis_url:
