@@ -376,7 +376,11 @@ def parse_config_partly(
         if upstream is not None:
             upstreams[name] = attrs.evolve(upstream, name=name)
     routes: dict[str, RouteConfig] = {}
-    for name, table in _tables(raw, "routes", problems).items():
+    route_tables = _tables(raw, "routes", problems)
+    if not route_tables:
+        # An empty or half-written file must not replace a config that serves.
+        problems.append("$.routes: the config defines no routes, so every request would answer 404")
+    for name, table in route_tables.items():
         route, found = structure(table, RouteConfig, f"$.routes.{name}")
         problems += found
         if route is not None:
