@@ -102,6 +102,16 @@ class RateLimit(Plugin):
         return self._used.get(hook, False)
 
     @property
+    def per_process_state(self) -> str | None:
+        """What ``gateway run --workers N`` must warn about: limits counted per process."""
+        if not self.rules or self.store_kind != "memory":
+            return None
+        return (
+            "ratelimit: with --workers N each worker counts the rate limits alone (in-process "
+            "store) and together they admit up to N times the limits; set redis_url to share them"
+        )
+
+    @property
     def store(self) -> LimitStore:
         """The store the counters live in (once started)."""
         if self._store is None:
