@@ -18,7 +18,7 @@ from gateway.context import GatewayContext
 from gateway.errors import ServiceUnavailable
 from gateway.ids import new_id
 from gateway.plugin import Exchange, Plugin, SSEEvent
-from plugins.ratelimit_answers import limit_headers, most_constraining, rejection
+from plugins.ratelimit_answers import limit_headers, rejection
 from plugins.ratelimit_config import RateLimitConfig
 from plugins.ratelimit_memory import SHARED
 from plugins.ratelimit_rules import Rule
@@ -57,9 +57,11 @@ class RateLimit(Plugin):
     A request is admitted only if every rule that applies to its route admits
     it; then all are charged together, atomically; a rejected request changes
     no counter.  Answers carry ``X-RateLimit-Limit``, ``-Remaining`` and
-    ``-Reset`` (seconds) of the most constraining rule; a 429 names the rule
-    and carries ``Retry-After``.  Concurrency slots are freed, and token quotas
-    charged, when the request ends, however it ends.  A token quota admits while
+    ``-Reset`` (seconds) of the first rule that applies, in the config's order;
+    a 429 describes and names the rule that refused, with ``Retry-After``.
+    Answers given before the limits run (a 401 from ``auth``) carry none.
+    Concurrency slots are freed, and token quotas charged, when the request
+    ends, however it ends.  A token quota admits while
     its count is below the limit, as a request's tokens are known only
     afterwards: the last request admitted may overshoot it.
 
@@ -201,7 +203,8 @@ class RateLimit(Plugin):
         if admission is None or admission.decision is None or ex.response_headers is None:
             return
         headers = ex.response_headers
-        headers.update(limit_headers(most_constraining(admission.decision.outcomes)))
+        # The first rule, in the config's order: the same one on every answer.
+        headers.update(limit_headers(admission.decision.outcomes[0]))
         if self._used["on_chunk"] and any(c.rule.kind == "tokens" for c in admission.checks):
             content = headers.get("Content-Type", ""), headers.get("Content-Encoding", "")
             admission.meter = TokenMeter(*content)

@@ -45,11 +45,6 @@ class Outcome:
     #: Seconds until the rule would admit the request (0 when it did).
     retry_after: float = 0.0
 
-    @property
-    def headroom(self) -> float:
-        """The share of the limit still left, to compare rules of different units."""
-        return self.remaining / self.rule.limit
-
 
 @attrs.frozen
 class Decision:
