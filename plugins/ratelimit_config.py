@@ -12,7 +12,7 @@ from typing import Literal
 import attrs
 from yarl import URL
 
-from gateway.config import PositiveInt, PositiveSeconds, Seconds, redact_url
+from gateway.config import NonNegativeInt, PositiveInt, PositiveSeconds, Seconds, redact_url
 
 __all__ = ["KeyKind", "Period", "RateLimitConfig", "RuleConfig"]
 
@@ -100,6 +100,13 @@ class RateLimitConfig:
     #: Redis: how long a concurrency slot outlives a gateway that crashed holding
     #: it (open requests renew theirs every third of it).
     slot_lease: PositiveSeconds = Seconds(60.0)
+    #: Token quotas: the completion tokens reserved for a request that sets no
+    #: ``max_tokens`` (``max_completion_tokens``, ``max_output_tokens``).
+    default_max_tokens: NonNegativeInt = 1024
+    #: Token quotas: ask OpenAI completion streams for their usage
+    #: (``stream_options.include_usage``) and hide that chunk from clients that did
+    #: not ask; without it a stream is charged an estimate from its text.
+    stream_usage: bool = True
     #: The limits, each a `RuleConfig` table.
     rules: tuple[RuleConfig, ...] = ()
 

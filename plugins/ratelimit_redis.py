@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from gateway.config import redact_url
 from plugins.ratelimit_lua import ACQUIRE, RENEW, SETTLE
-from plugins.ratelimit_store import Check, Decision, Outcome, StoreUnavailable
+from plugins.ratelimit_store import Check, Decision, Outcome, StoreUnavailable, TokenCharge
 
 __all__ = ["RedisStore"]
 
@@ -95,13 +95,20 @@ class RedisStore:
                 param = repr(rule.interval * 1_000_000)
             elif rule.period is not None:
                 param = rule.period
-            args += [rule.kind, rule.limit, param]
+            args += [rule.kind, rule.limit, param, check.cost]
         reply = await self._run("acquire", [self.key(c) for c in checks], args)
         outcomes = []
         for i, check in enumerate(checks):
-            allowed, remaining, reset_ms, retry_ms = (int(v) for v in reply[1 + 4 * i : 5 + 4 * i])
+            allowed, remaining, reset_ms, retry_ms, window = reply[1 + 5 * i : 6 + 5 * i]
             outcomes.append(
-                Outcome(check.rule, bool(allowed), remaining, reset_ms / 1000, retry_ms / 1000)
+                Outcome(
+                    check.rule,
+                    bool(int(allowed)),
+                    int(remaining),
+                    int(reset_ms) / 1000,
+                    int(retry_ms) / 1000,
+                    window.decode() if isinstance(window, bytes) else str(window),
+                )
             )
         admitted = bool(int(reply[0]))
         slot_keys = tuple(self.key(c) for c in checks if c.rule.kind == "concurrency")
@@ -110,13 +117,15 @@ class RedisStore:
         return Decision(admitted, tuple(outcomes))
 
     async def settle(
-        self, slots: Sequence[Check], token_quotas: Sequence[Check], slot_id: str, tokens: int
+        self, slots: Sequence[Check], tokens: Sequence[TokenCharge], slot_id: str
     ) -> None:
-        """Run the settle script: free the slots, add the tokens to the current windows."""
+        """Run the settle script: free the slots, replace the reservations by the usage."""
         self._open.pop(slot_id, None)
-        keys = [self.key(c) for c in (*slots, *token_quotas)]
-        periods = [c.rule.period or "day" for c in token_quotas]
-        await self._run("settle", keys, [slot_id, len(slots), tokens, *periods])
+        keys = [self.key(c) for c in (*slots, *(t.check for t in tokens))]
+        args: list[str | int] = [slot_id, len(slots)]
+        for charge in tokens:
+            args += [charge.window, charge.check.cost, charge.used]
+        await self._run("settle", keys, args)
 
     def key(self, check: Check) -> str:
         """The Redis key of a check (quotas add their window's name in Lua)."""
