@@ -10,16 +10,16 @@ reservations from `plugins.ratelimit_usage` and token counts from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import attrs
-import structlog
 
-from gateway.config import GatewayConfig, redact_url
+from gateway.config import GatewayConfig
 from gateway.context import GatewayContext
 from gateway.errors import ServiceUnavailable
 from gateway.ids import new_id
 from gateway.plugin import Exchange, Plugin, SSEEvent
-from plugins.ratelimit_answers import limit_headers, rejection
+from plugins.ratelimit_answers import limit_headers, rejection, whole_seconds
 from plugins.ratelimit_config import RateLimitConfig
 from plugins.ratelimit_memory import SHARED
 from plugins.ratelimit_rules import Rule
@@ -28,8 +28,6 @@ from plugins.ratelimit_tokens import TokenMeter
 from plugins.ratelimit_usage import TokenBudget
 
 __all__ = ["STATE", "RateLimit"]
-
-logger = structlog.get_logger("gateway")
 
 #: The ``ex.state`` key this plugin reports in (the ``metrics`` plugin reads it).
 STATE = "ratelimit"
@@ -86,12 +84,9 @@ class RateLimit(Plugin):
         if store is None:
             config.check()
         self.store_kind = config.store_kind
-        # What logs say about the store: never a password.
-        self._shown_store = redact_url(config.redis_url) if self.store_kind == "redis" else "memory"
         self._store = store
         self._given_store = store is not None
         self._started = False
-        self._store_down = False
         tokens = any(rule.kind == "tokens" for rule in self.rules)
         settles = tokens or any(rule.kind == "concurrency" for rule in self.rules)
         # Plain rates and request quotas cost nothing per chunk or at the end.
@@ -145,6 +140,10 @@ class RateLimit(Plugin):
                 config.key_prefix,
                 timeout=config.redis_timeout,
                 lease=config.slot_lease,
+                pool_size=config.redis_pool_size,
+                backoff=config.redis_backoff,
+                max_backoff=config.redis_max_backoff,
+                log_fields={"fail_open": config.fail_open},
             )
         await self._store.start()
         self._started = True
@@ -186,18 +185,15 @@ class RateLimit(Plugin):
                 admission.pending = asyncio.ensure_future(acquiring)
                 decision = await asyncio.shield(admission.pending)
         except StoreUnavailable as exc:
+            # The store logged it, once per outage.
             del ex.state[_ADMISSION]
             ex.state.setdefault(STATE, {})["store_unavailable"] = True
-            self._store_failed(ex, exc)
             if self.config.fail_open:
                 return
             raise ServiceUnavailable(
                 "the rate-limit store is unavailable; try again later",
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": str(max(1, whole_seconds(exc.retry_after)))},
             ) from None
-        if self._store_down:
-            self._store_down = False
-            ex.log.info("rate-limit store is back", store=self._shown_store)
         if not decision.admitted:
             del ex.state[_ADMISSION]
             hit, error = rejection(decision)
@@ -264,19 +260,7 @@ class RateLimit(Plugin):
             ]
         if not (slots or charges):
             return
-        try:
+        with contextlib.suppress(StoreUnavailable):
+            # If it fails, slots free themselves when their lease ends, and
+            # reservations stay charged.
             await self.store.settle(slots, charges, admission.slot_id)
-        except StoreUnavailable as exc:
-            # Slots free themselves when their lease ends; reservations stay charged.
-            self._store_failed(ex, exc)
-
-    def _store_failed(self, ex: Exchange, exc: StoreUnavailable) -> None:
-        """Log the store's outage once, however many requests meet it."""
-        if not self._store_down:
-            self._store_down = True
-            ex.log.warning(
-                "rate-limit store unavailable",
-                store=self._shown_store,
-                error=str(exc),
-                fail_open=self.config.fail_open,
-            )

@@ -68,6 +68,18 @@ def problems(text: str) -> list[str]:
             "$.plugins.ratelimit.redis_timeout: must be above 0",
         ),
         (
+            config(rest="[plugins.ratelimit]\nredis_pool_size = 0"),
+            "$.plugins.ratelimit.redis_pool_size: must be between 1 and 1000 (0)",
+        ),
+        (
+            config(rest='[plugins.ratelimit]\nredis_backoff = "1s"\nredis_max_backoff = "10ms"'),
+            "$.plugins.ratelimit: redis_max_backoff: must not be below redis_backoff",
+        ),
+        (
+            config(rest="[plugins.ratelimit]\ndefault_max_tokens = -1"),
+            "$.plugins.ratelimit.default_max_tokens: must be at least 0 (-1)",
+        ),
+        (
             config(rest='[[plugins.ratelimit.rules]]\nname = "r"\nconcurrency = 0'),
             "$.plugins.ratelimit.rules[0].concurrency: must be at least 1 (0)",
         ),
