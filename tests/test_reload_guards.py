@@ -10,24 +10,14 @@ import sys
 import aiohttp
 import pytest
 
+from tests import test_operations
 from tests.test_operations import GatewayProcess, config, config_version, wait_for_version
 from tests.upstreams import Upstream
 
+#: The gateway processes of a test, stopped after it.
+processes = test_operations.processes
+
 NO_ROUTES = "$.routes: the config defines no routes, so every request would answer 404"
-
-
-@pytest.fixture
-async def processes():
-    started: list[GatewayProcess] = []
-
-    async def start(config_path, *args: str) -> GatewayProcess:
-        process = GatewayProcess(config_path, *args)
-        started.append(process)
-        return await process.start()
-
-    yield start
-    for process in started:
-        await process.kill()
 
 
 def count(gateway: GatewayProcess, text: str) -> int:

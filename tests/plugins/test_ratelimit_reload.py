@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import aiohttp
 import pytest
 
 from tests.test_operations import GatewayProcess
+from tests.test_reload_guards import statuses
 from tests.upstreams import Upstream
 
 
@@ -40,15 +40,6 @@ async def gateway(tmp_path, serve_app):
     await process.start()
     yield process, path, url
     await process.kill()
-
-
-async def statuses(url: str, times: int) -> list[int]:
-    async with aiohttp.ClientSession() as session:
-        found = []
-        for _ in range(times):
-            async with session.get(url + "/plain") as response:
-                found.append(response.status)
-        return found
 
 
 async def reload(process: GatewayProcess, outcome: str) -> str:
