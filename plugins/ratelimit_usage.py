@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.plugin import Exchange
 from plugins.ratelimit_tokens import TokenMeter, estimate_tokens
 
@@ -63,7 +63,7 @@ class TokenBudget:
         if media.strip().lower() in ("application/json", ""):
             try:
                 body = await ex.json()
-            except GatewayError:  # not JSON after all: what it may cost is unknown
+            except (BadRequest, UnsupportedMediaType):  # not JSON: its cost is unknown
                 body = None
         prompt = prompt_tokens(body)
         return cls(prompt, reservation(body, prompt, default_completion), body=body)
