@@ -127,9 +127,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.running import load, serve_until_stopped
 
     if args.workers > 1:
-        from gateway.workers import run_workers
+        import structlog
 
-        load(args.config)  # refuse to start workers on a bad config
+        from gateway.logs import configure_logging
+        from gateway.workers import per_process_warnings, run_workers
+
+        runtime = load(args.config)  # refuse to start workers on a bad config
+        configure_logging(runtime.config.server.log_level, runtime.config.server.log_format)
+        for warning in per_process_warnings(runtime.plugins):
+            structlog.get_logger("gateway").warning(warning, workers=args.workers)
         forwarded = [
             f"--{k}={v}"
             for k, v in (("config", args.config), ("host", args.host), ("port", args.port))
@@ -167,6 +173,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         pipeline = " > ".join(p.name for p in runtime.pipelines[name].plugins) or "(no plugins)"
         print(f"  {name}: {methods} {route.path} {target}\n      pipeline: {pipeline}")
+    from gateway.workers import per_process_warnings
+
+    for warning in per_process_warnings(runtime.plugins):
+        print(f"warning: {warning}")
     return 0
 
 

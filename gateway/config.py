@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, NewType
+from typing import Annotated, Any, Literal, NewType, get_args, get_origin
 
 import attrs
 import cattrs
@@ -38,6 +38,53 @@ HttpUrl = NewType("HttpUrl", str)
 ProxyUrl = NewType("ProxyUrl", str)
 Methods = NewType("Methods", tuple[str, ...])
 
+
+@attrs.frozen
+class Range:
+    """The values a numeric setting may take, declared on its type and checked on load.
+
+    ::
+
+        port: Annotated[int, Range(1, 65535)] = 8080
+        idle_timeout: Annotated[Seconds, Range(0, above=True)] = Seconds(300.0)
+
+    The converter checks the value once it is structured, so a problem names its
+    key path like any other: ``$.server.port: must be between 1 and 65535 (0)``.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    #: ``min`` itself is excluded (a timeout of zero makes no sense).
+    above: bool = False
+
+    def check(self, value: float) -> None:
+        """Raise `ValueError` when ``value`` is outside the range."""
+        low, high = self.min, self.max
+        if self.above and low is not None and value <= low:
+            raise ValueError(f"must be above {low!r} ({value!r})")
+        if (low is not None and value < low) or (high is not None and value > high):
+            if low is not None and high is not None:
+                raise ValueError(f"must be between {low!r} and {high!r} ({value!r})")
+            if low is not None:
+                raise ValueError(f"must be at least {low!r} ({value!r})")
+            raise ValueError(f"must be at most {high!r} ({value!r})")
+
+
+#: Common ranges: whole numbers from zero or one, durations above zero.
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveInt = Annotated[int, Range(1)]
+PositiveSeconds = Annotated[Seconds, Range(0, above=True)]
+
+
+def range_of(type_: Any) -> Range | None:
+    """The `Range` an ``Annotated`` type declares, if any."""
+    if get_origin(type_) is Annotated:
+        for extra in type_.__metadata__:
+            if isinstance(extra, Range):
+                return extra
+    return None
+
+
 PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks5", "socks5h"})
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -47,20 +94,21 @@ class ServerConfig:
     """``[server]``: where and how the gateway listens."""
 
     host: str = "0.0.0.0"
-    port: int = 8080
+    port: Annotated[int, Range(1, 65535)] = 8080
     #: How many proxies in front of the gateway may be believed in ``X-Forwarded-For``.
-    trusted_hops: int = 0
+    trusted_hops: NonNegativeInt = 0
     max_body_size: Bytes = Bytes(8 * 1024 * 1024)
-    max_header_size: Bytes = Bytes(16 * 1024)
+    #: (Below 1 KiB no ordinary request head would fit.)
+    max_header_size: Annotated[Bytes, Range(1024)] = Bytes(16 * 1024)
     #: The longest server-sent event a plugin's event hook is given (a longer one ends
     #: the stream with an error event): the most one stream's parser holds.
-    max_event_size: Bytes = Bytes(4 * 1024 * 1024)
+    max_event_size: Annotated[Bytes, Range(1024)] = Bytes(4 * 1024 * 1024)
     #: The most client connections open at once; more are answered 503 and closed.
     #: 0: half the open-file limit (each proxied request needs two descriptors).
-    max_client_connections: int = 0
+    max_client_connections: NonNegativeInt = 0
     #: How long a client may stay silent: before its request head is complete, between
     #: bytes of its body, and between requests on a kept-alive connection.
-    client_idle_timeout: Seconds = Seconds(60.0)
+    client_idle_timeout: PositiveSeconds = Seconds(60.0)
     drain_timeout: Seconds = Seconds(30.0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -97,9 +145,9 @@ class UpstreamConfig:
     url: HttpUrl
     #: Outbound proxies, tried in rotation (the ``upstream_proxy`` plugin chooses).
     proxy: tuple[ProxyUrl, ...] = ()
-    connect_timeout: Seconds = Seconds(10.0)
+    connect_timeout: PositiveSeconds = Seconds(10.0)
     #: The longest silence allowed between upstream bytes (and before the head).
-    idle_timeout: Seconds = Seconds(300.0)
+    idle_timeout: PositiveSeconds = Seconds(300.0)
     #: Headers added to every request to this upstream.
     headers: Mapping[str, str] = attrs.field(factory=dict)
     #: Send the client's address (``X-Forwarded-For``) upstream, and let through client
@@ -109,7 +157,7 @@ class UpstreamConfig:
     forward_headers: tuple[str, ...] = ()
     #: The most connections open to this upstream at once (per proxy): a stream holds
     #: one for its whole life, so this caps concurrent streams; more wait their turn.
-    max_connections: int = 10_000
+    max_connections: PositiveInt = 10_000
     #: How long an idle pooled connection to this upstream is kept for reuse.
     keepalive_timeout: Seconds = Seconds(15.0)
     #: TLS settings for an ``https`` upstream.
@@ -137,8 +185,8 @@ class RouteConfig:
     #: Forward the client's ``Cookie`` header upstream.
     forward_cookies: bool = False
     #: Per-route overrides of the upstream's timeouts.
-    connect_timeout: Seconds | None = None
-    idle_timeout: Seconds | None = None
+    connect_timeout: PositiveSeconds | None = None
+    idle_timeout: PositiveSeconds | None = None
 
 
 @attrs.frozen
@@ -250,6 +298,21 @@ def make_converter() -> cattrs.Converter:
         return value
 
     converter.register_structure_hook(str, structure_str)
+
+    def structure_in_range(type_: Any) -> Callable[[object, object], Any]:
+        bounds = range_of(type_)
+        assert bounds is not None
+        base = get_args(type_)[0]
+        structure_base = converter.get_structure_hook(base)
+
+        def structure(value: object, _: object) -> Any:
+            number = structure_base(value, base)
+            bounds.check(number)
+            return number
+
+        return structure
+
+    converter.register_structure_hook_factory(lambda t: range_of(t) is not None, structure_in_range)
     return converter
 
 
@@ -346,7 +409,11 @@ def parse_config_partly(
             upstreams[name] = attrs.evolve(upstream, name=name)
     # Routes with problems stay in the partial config, so that their plugins are checked too.
     routes: dict[str, RouteConfig] = {}
-    for name, table in _tables(raw, "routes", problems).items():
+    route_tables = _tables(raw, "routes", problems)
+    if not route_tables:
+        # An empty or half-written file must not replace a config that serves.
+        problems.append("$.routes: the config defines no routes, so every request would answer 404")
+    for name, table in route_tables.items():
         route, found = structure_partly(table, RouteConfig, f"$.routes.{name}")
         problems += found
         if route is not None:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import socket
+import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from gateway.server import Service, make_socket
 logger = structlog.get_logger("gateway")
 
 WATCH_INTERVAL = 1.0
+WATCH_SETTLE = 0.5
 #: The ``[server]`` settings a reload applies at once; every other one (the socket, how
 #: connections are handled, logging) keeps its old value until a restart.
 APPLIED_ON_RELOAD = frozenset({"trusted_hops", "max_body_size", "drain_timeout"})
@@ -137,16 +139,46 @@ def settings_needing_restart(
 
 
 async def _watch(config_path: str | None, reloads: asyncio.Queue[str]) -> None:
-    """Poll the config file's modification time (no extra dependency, works in containers)."""
+    """Poll the config file; reload once a change has settled and the file parses.
+
+    Polling needs no extra dependency and works in containers.  A file written
+    in place passes through half-written states: a change is loaded only once
+    the file has stayed the same for `WATCH_SETTLE` seconds and is valid TOML
+    (writing a new file and renaming it over the old, as the README recommends,
+    never shows a half-written one).
+    """
     source, _ = find_config(config_path)
     path = Path(source)
-    last = _stamp(path)
+    seen = _stamp(path)
     while True:
         await asyncio.sleep(WATCH_INTERVAL)
         stamp = _stamp(path)
-        if stamp != last:
-            last = stamp
-            reloads.put_nowait("file changed")
+        if stamp == seen:
+            continue
+        while True:  # still being written: wait until it stops changing
+            await asyncio.sleep(WATCH_SETTLE)
+            settled, stamp = stamp, _stamp(path)
+            if settled == stamp:
+                break
+        seen = stamp
+        problem = _toml_problem(path)
+        if problem is not None:
+            logger.warning(
+                "config file does not parse, not reloaded; waiting for the next change",
+                source=source,
+                error=problem,
+            )
+            continue
+        reloads.put_nowait("file changed")
+
+
+def _toml_problem(path: Path) -> str | None:
+    """Why the file is not (yet) valid TOML, or ``None`` when it is."""
+    try:
+        tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return str(exc)
+    return None
 
 
 def _stamp(path: Path) -> tuple[float, int] | None:

@@ -13,10 +13,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def per_process_warnings(plugins: Iterable[object]) -> list[str]:
+    """What plugins keep per process and would count apart in each worker.
+
+    A plugin says so with a ``per_process_state`` attribute (a message, or
+    ``None``); the ``ratelimit`` plugin does on its in-process store.
+    """
+    found = (getattr(plugin, "per_process_state", None) for plugin in plugins)
+    return list(dict.fromkeys(message for message in found if message))
 
 
 def run_workers(count: int, worker_args: list[str]) -> int:

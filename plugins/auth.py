@@ -24,7 +24,7 @@ from typing import Literal
 
 import attrs
 
-from gateway.config import Seconds
+from gateway.config import NonNegativeInt, PositiveSeconds, Seconds
 from gateway.errors import Forbidden, Unauthorized
 from gateway.keys import digests_match, key_digest
 from gateway.plugin import Exchange, Identity, Plugin
@@ -83,7 +83,7 @@ class Auth(Plugin):
         #: Passthrough: answer 401 when the client sent no credential (else the upstream decides).
         require_credential: bool = False
         #: Seconds of clock skew allowed when judging a JWT expired.
-        leeway: int = 0
+        leeway: NonNegativeInt = 0
         #: Keys mode: the client keys, by name.
         keys: Mapping[str, ClientKey] = attrs.field(factory=dict)
         #: Keys mode: each upstream's credential pool, by upstream name.
@@ -96,15 +96,15 @@ class Auth(Plugin):
             "token_expired",
             "token_invalidated",
         )
-        disable_for: Seconds = Seconds(3600.0)
+        disable_for: PositiveSeconds = Seconds(3600.0)
         #: Error codes that say a credential's quota is spent: it rests for ``quota_rest``.
         quota_codes: tuple[str, ...] = ("insufficient_quota",)
-        quota_rest: Seconds = Seconds(6 * 3600.0)
+        quota_rest: PositiveSeconds = Seconds(6 * 3600.0)
         #: How long a credential rate-limited (429) for a model cools when the upstream
         #: gives neither ``Retry-After`` nor ``x-ratelimit-reset-*``.
-        cooldown: Seconds = Seconds(30.0)
+        cooldown: PositiveSeconds = Seconds(30.0)
         #: The longest an upstream's ``Retry-After`` (or reset time) may cool a credential.
-        max_retry_after: Seconds = Seconds(3600.0)
+        max_retry_after: PositiveSeconds = Seconds(3600.0)
         #: Keys mode: forward the client's ``OpenAI-Organization``, ``OpenAI-Project``,
         #: ``api-key`` and ``X-Api-Key`` (off: the credential chooses its account).
         #: A route that needs them sets it in ``[routes.<name>.plugins.auth]``.

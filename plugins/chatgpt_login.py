@@ -36,7 +36,7 @@ import aiohttp
 import attrs
 from aiohttp import web
 
-from gateway.config import HttpUrl, Seconds
+from gateway.config import HttpUrl, PositiveSeconds, Seconds
 from gateway.errors import BadRequest, GatewayTimeout, MethodNotAllowed
 from gateway.forwarder import make_connector
 from gateway.plugin import Exchange, Plugin
@@ -81,7 +81,7 @@ class ChatGPTLogin(Plugin):
         #: The login identity provider (``CHATGPT_AUTH0_URL``).
         auth0_url: HttpUrl = HttpUrl("https://auth0.openai.com")
         #: The longest a whole login may take; beyond it the client gets a 504.
-        timeout: Seconds = Seconds(30.0)
+        timeout: PositiveSeconds = Seconds(30.0)
         #: The browser the login presents itself as.
         user_agent: str = DEFAULT_USER_AGENT
         #: The server's own account (``OPENAI_EMAIL``, ``OPENAI_PASSWORD``), logged in at
@@ -91,8 +91,6 @@ class ChatGPTLogin(Plugin):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        if config.timeout <= 0:
-            raise ValueError("timeout must be more than 0 s")
         if bool(config.email) != bool(config.password):
             raise ValueError("email and password (OPENAI_EMAIL, OPENAI_PASSWORD) go together")
 

@@ -14,6 +14,7 @@ import attrs
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.config import NonNegativeInt
 from gateway.errors import Forbidden
 from gateway.plugin import Exchange, Plugin
 
@@ -61,12 +62,10 @@ class Cors(Plugin):
         )
         allow_credentials: bool = False
         #: How long, in seconds, a browser may cache a preflight answer.
-        max_age: int = 600
+        max_age: NonNegativeInt = 600
 
     def __init__(self, config: Cors.Config) -> None:
         super().__init__(config)
-        if config.max_age < 0:
-            raise ValueError(f"max_age: must not be negative ({config.max_age})")
         self._any_origin = "*" in config.allow_origins
         exact: set[str] = set()
         patterns: list[str] = []

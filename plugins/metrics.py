@@ -33,6 +33,7 @@ from gateway.context import GatewayContext
 from gateway.errors import UpstreamError
 from gateway.plugin import Exchange, Plugin
 from plugins.metrics_registry import GatewayMetrics, gateway_metrics
+from plugins.ratelimit_breaker import STORE_HEALTH
 
 #: The ``Exchange.state`` key of this plugin: when the upstream's head arrived.
 STATE_KEY = "metrics"
@@ -83,6 +84,8 @@ class Metrics(Plugin):
         """Answer ``GET <path>`` with the metrics; leave every other request alone."""
         if ex.path != self.config.path or ex.method != "GET":
             return None
+        health = STORE_HEALTH  # the ratelimit plugin's breakers, read now
+        self.metrics.observe_ratelimit_store(health.opened, health.closed, health.open_now)
         # Off the event loop: collecting may read /proc or the multiprocess files.
         body = await asyncio.to_thread(self.metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

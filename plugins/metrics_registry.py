@@ -144,6 +144,20 @@ class GatewayMetrics:
             ("route", "rule"),
             registry=r,
         )
+        self.ratelimit_store_unavailable = Gauge(
+            "gateway_ratelimit_store_unavailable",
+            "Rate-limit stores (Redis) whose circuit breaker is open: no request waits for them.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ratelimit_store_transitions = Counter(
+            "gateway_ratelimit_store_transitions",
+            "Rate-limit store circuit breaker transitions, by the state entered: "
+            "open (the store became unavailable) or closed (it came back).",
+            ("state",),
+            registry=r,
+        )
+        self._store_transitions_seen = {"open": 0, "closed": 0}
         self.failovers = Counter(
             "gateway_credential_failovers",
             "Requests retried on another upstream credential, by upstream.",
@@ -180,6 +194,15 @@ class GatewayMetrics:
         if child is None:
             child = self._requests[key] = self.requests.labels(route, method, str(status))
         return child
+
+    def observe_ratelimit_store(self, opened: int, closed: int, unavailable: int) -> None:
+        """Bring the rate-limit store series up to the breakers' counts (read at scrape time)."""
+        self.ratelimit_store_unavailable.set(unavailable)
+        for state, count in (("open", opened), ("closed", closed)):
+            seen = self._store_transitions_seen[state]
+            if count > seen:
+                self.ratelimit_store_transitions.labels(state).inc(count - seen)
+                self._store_transitions_seen[state] = count
 
     def exposition(self) -> bytes:
         """The text format of every metric (blocking: file reads in multiprocess mode)."""

@@ -2,32 +2,32 @@
 
 Its config is `plugins.ratelimit_config`; the rules are checked and charged in
 one atomic step by a store (`plugins.ratelimit_store`: this process's memory or
-Redis); the answers' headers come from `plugins.ratelimit_answers` and token
-counts from `plugins.ratelimit_tokens`.
+Redis); the answers' headers come from `plugins.ratelimit_answers`, token
+reservations from `plugins.ratelimit_usage` and token counts from
+`plugins.ratelimit_tokens`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import attrs
-import structlog
 
-from gateway.config import GatewayConfig, redact_url
+from gateway.config import GatewayConfig
 from gateway.context import GatewayContext
 from gateway.errors import ServiceUnavailable
 from gateway.ids import new_id
 from gateway.plugin import Exchange, Plugin, SSEEvent
-from plugins.ratelimit_answers import limit_headers, most_constraining, rejection
+from plugins.ratelimit_answers import limit_headers, rejection, whole_seconds
 from plugins.ratelimit_config import RateLimitConfig
 from plugins.ratelimit_memory import SHARED
 from plugins.ratelimit_rules import Rule
-from plugins.ratelimit_store import Check, Decision, LimitStore, StoreUnavailable
+from plugins.ratelimit_store import Check, Decision, LimitStore, StoreUnavailable, TokenCharge
 from plugins.ratelimit_tokens import TokenMeter
+from plugins.ratelimit_usage import TokenBudget
 
 __all__ = ["STATE", "RateLimit"]
-
-logger = structlog.get_logger("gateway")
 
 #: The ``ex.state`` key this plugin reports in (the ``metrics`` plugin reads it).
 STATE = "ratelimit"
@@ -43,7 +43,8 @@ class _Admission:
     decision: Decision | None = None
     #: The store call still running when the client went away (Redis only).
     pending: asyncio.Future[Decision] | None = None
-    meter: TokenMeter | None = None
+    #: With a token quota: what the request reserved, and what it used.
+    budget: TokenBudget | None = None
 
 
 class RateLimit(Plugin):
@@ -57,11 +58,13 @@ class RateLimit(Plugin):
     A request is admitted only if every rule that applies to its route admits
     it; then all are charged together, atomically; a rejected request changes
     no counter.  Answers carry ``X-RateLimit-Limit``, ``-Remaining`` and
-    ``-Reset`` (seconds) of the most constraining rule; a 429 names the rule
-    and carries ``Retry-After``.  Concurrency slots are freed, and token quotas
-    charged, when the request ends, however it ends.  A token quota admits while
-    its count is below the limit, as a request's tokens are known only
-    afterwards: the last request admitted may overshoot it.
+    ``-Reset`` (seconds) of the first rule that applies, in the config's order;
+    a 429 describes and names the rule that refused, with ``Retry-After``.
+    Answers given before the limits run (a 401 from ``auth``) carry none.
+    Concurrency slots are freed, and token quotas settled, when the request
+    ends, however it ends.  A token quota reserves the most a request may use
+    before forwarding it and admits it only if that fits (see
+    `plugins.ratelimit_usage`), then charges what it really used.
 
     ``ex.state["ratelimit"]`` holds ``"rejected"`` (the rule's name) on a 429,
     ``"store_unavailable": True`` when the store could not be reached, and
@@ -81,12 +84,9 @@ class RateLimit(Plugin):
         if store is None:
             config.check()
         self.store_kind = config.store_kind
-        # What logs say about the store: never a password.
-        self._shown_store = redact_url(config.redis_url) if self.store_kind == "redis" else "memory"
         self._store = store
         self._given_store = store is not None
         self._started = False
-        self._store_down = False
         tokens = any(rule.kind == "tokens" for rule in self.rules)
         settles = tokens or any(rule.kind == "concurrency" for rule in self.rules)
         # Plain rates and request quotas cost nothing per chunk or at the end.
@@ -100,6 +100,16 @@ class RateLimit(Plugin):
 
     def uses(self, hook: str) -> bool:
         return self._used.get(hook, False)
+
+    @property
+    def per_process_state(self) -> str | None:
+        """What ``gateway run --workers N`` must warn about: limits counted per process."""
+        if not self.rules or self.store_kind != "memory":
+            return None
+        return (
+            "ratelimit: with --workers N each worker counts the rate limits alone (in-process "
+            "store) and together they admit up to N times the limits; set redis_url to share them"
+        )
 
     @property
     def store(self) -> LimitStore:
@@ -130,6 +140,10 @@ class RateLimit(Plugin):
                 config.key_prefix,
                 timeout=config.redis_timeout,
                 lease=config.slot_lease,
+                pool_size=config.redis_pool_size,
+                backoff=config.redis_backoff,
+                max_backoff=config.redis_max_backoff,
+                log_fields={"fail_open": config.fail_open},
             )
         await self._store.start()
         self._started = True
@@ -145,14 +159,21 @@ class RateLimit(Plugin):
             self._store = None
 
     async def on_request(self, ex: Exchange) -> None:
-        checks = tuple(
-            Check(rule, f"{rule.name}:{rule.subject(ex)}")
-            for rule in self.rules
-            if rule.applies_to(ex)
-        )
-        if not checks:
+        rules = [rule for rule in self.rules if rule.applies_to(ex)]
+        if not rules:
             return
-        admission = _Admission(checks, new_id())
+        budget = None
+        if any(rule.kind == "tokens" for rule in rules):
+            budget = await TokenBudget.of(ex, self.config.default_max_tokens)
+        checks = tuple(
+            # A reservation over the whole quota takes it all: the request then
+            # runs alone, in a window nothing else has used yet.
+            Check(rule, f"{rule.name}:{rule.subject(ex)}", min(budget.reserved, rule.limit))
+            if budget is not None and rule.kind == "tokens"
+            else Check(rule, f"{rule.name}:{rule.subject(ex)}")
+            for rule in rules
+        )
+        admission = _Admission(checks, new_id(), budget=budget)
         ex.state[_ADMISSION] = admission
         try:
             if self.store_kind == "memory":
@@ -164,18 +185,15 @@ class RateLimit(Plugin):
                 admission.pending = asyncio.ensure_future(acquiring)
                 decision = await asyncio.shield(admission.pending)
         except StoreUnavailable as exc:
+            # The store logged it, once per outage.
             del ex.state[_ADMISSION]
             ex.state.setdefault(STATE, {})["store_unavailable"] = True
-            self._store_failed(ex, exc)
             if self.config.fail_open:
                 return
             raise ServiceUnavailable(
                 "the rate-limit store is unavailable; try again later",
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": str(max(1, whole_seconds(exc.retry_after)))},
             ) from None
-        if self._store_down:
-            self._store_down = False
-            ex.log.info("rate-limit store is back", store=self._shown_store)
         if not decision.admitted:
             del ex.state[_ADMISSION]
             hit, error = rejection(decision)
@@ -185,30 +203,37 @@ class RateLimit(Plugin):
             )
             raise error
         admission.decision = decision
+        if budget is not None and self.config.stream_usage:
+            budget.ask_for_usage(ex)
 
     async def on_response(self, ex: Exchange) -> None:
         admission: _Admission | None = ex.state.get(_ADMISSION)
         if admission is None or admission.decision is None or ex.response_headers is None:
             return
         headers = ex.response_headers
-        headers.update(limit_headers(most_constraining(admission.decision.outcomes)))
-        if self._used["on_chunk"] and any(c.rule.kind == "tokens" for c in admission.checks):
+        # The first rule, in the config's order: the same one on every answer.
+        headers.update(limit_headers(admission.decision.outcomes[0]))
+        if admission.budget is not None:
             content = headers.get("Content-Type", ""), headers.get("Content-Encoding", "")
-            admission.meter = TokenMeter(*content)
+            admission.budget.meter = TokenMeter(*content)
 
     async def on_chunk(self, ex: Exchange, chunk: bytes) -> bytes:
         admission: _Admission | None = ex.state.get(_ADMISSION)
-        if admission is not None and admission.meter is not None:
+        meter = admission.budget.meter if admission and admission.budget else None
+        if meter is not None:
             if chunk:
-                admission.meter.feed(chunk)
+                meter.feed(chunk)
             else:
-                admission.meter.finish()
+                meter.finish()
         return chunk
 
-    async def on_event(self, ex: Exchange, event: SSEEvent) -> SSEEvent:
+    async def on_event(self, ex: Exchange, event: SSEEvent) -> SSEEvent | None:
         admission: _Admission | None = ex.state.get(_ADMISSION)
-        if admission is not None and admission.meter is not None:
-            admission.meter.event(event)
+        budget = admission.budget if admission is not None else None
+        if budget is not None and budget.meter is not None:
+            usage_chunk = budget.meter.event(event)
+            if usage_chunk and budget.strip_usage:
+                return None  # asked for by the gateway, not by the client
         return event
 
     async def on_complete(self, ex: Exchange, error: BaseException | None) -> None:
@@ -224,29 +249,18 @@ class RateLimit(Plugin):
         if decision is None or not decision.admitted:
             return
         slots = [c for c in admission.checks if c.rule.kind == "concurrency"]
-        quotas = [c for c in admission.checks if c.rule.kind == "tokens"]
-        if not (slots or quotas):
+        charges: list[TokenCharge] = []
+        if admission.budget is not None:
+            used = admission.budget.used(ex, error)
+            ex.state.setdefault(STATE, {})["tokens"] = used
+            charges = [
+                TokenCharge(check, outcome.window, used)
+                for check, outcome in zip(admission.checks, decision.outcomes, strict=True)
+                if check.rule.kind == "tokens"
+            ]
+        if not (slots or charges):
             return
-        tokens = 0
-        if quotas:
-            if ex.usage is not None:
-                tokens = ex.usage.total_tokens
-            elif admission.meter is not None:
-                tokens = admission.meter.tokens
-            ex.state.setdefault(STATE, {})["tokens"] = tokens
-        try:
-            await self.store.settle(slots, quotas, admission.slot_id, tokens)
-        except StoreUnavailable as exc:
-            # The slots free themselves when their lease ends; the tokens are lost.
-            self._store_failed(ex, exc)
-
-    def _store_failed(self, ex: Exchange, exc: StoreUnavailable) -> None:
-        """Log the store's outage once, however many requests meet it."""
-        if not self._store_down:
-            self._store_down = True
-            ex.log.warning(
-                "rate-limit store unavailable",
-                store=self._shown_store,
-                error=str(exc),
-                fail_open=self.config.fail_open,
-            )
+        with contextlib.suppress(StoreUnavailable):
+            # If it fails, slots free themselves when their lease ends, and
+            # reservations stay charged.
+            await self.store.settle(slots, charges, admission.slot_id)

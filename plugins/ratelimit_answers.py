@@ -1,25 +1,21 @@
 """What the ``ratelimit`` plugin tells clients: ``X-RateLimit-*`` headers and the 429.
 
-With several rules on one request, the headers describe the most constraining
-one: the rule with the least share of its limit left (the later reset on a
-tie), so that a token quota and a request rate compare fairly.  A 429 names
-the rule that refused (the one that would wait longest) and says when to retry.
+With several rules on one request, the headers of an admitted request describe
+the first of them in the config's order, always the same one for the same
+route: a client that watches ``X-RateLimit-Remaining`` must not see it jump
+between rules from one request to the next (so list the rule clients should
+watch first).  A 429 describes, and names, the rule that refused (the one that
+would wait longest), whose ``Retry-After`` it carries.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from gateway.errors import TooManyRequests
 from plugins.ratelimit_store import Decision, Outcome
 
-__all__ = ["limit_headers", "most_constraining", "rejection", "whole_seconds"]
-
-
-def most_constraining(outcomes: Sequence[Outcome]) -> Outcome:
-    """The rule with the least share of its limit left (the later reset on a tie)."""
-    return min(outcomes, key=lambda o: (o.headroom, -o.reset))
+__all__ = ["limit_headers", "rejection", "whole_seconds"]
 
 
 def limit_headers(outcome: Outcome) -> dict[str, str]:

@@ -7,12 +7,19 @@ rule is checked by `plugins.ratelimit_rules.Rule.of`.
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal
+from typing import Annotated, Literal
 
 import attrs
 from yarl import URL
 
-from gateway.config import Seconds, redact_url
+from gateway.config import (
+    NonNegativeInt,
+    PositiveInt,
+    PositiveSeconds,
+    Range,
+    Seconds,
+    redact_url,
+)
 
 __all__ = ["KeyKind", "Period", "RateLimitConfig", "RuleConfig"]
 
@@ -35,14 +42,14 @@ class RuleConfig:
     #: GCRA request rate, ``"<count>/<unit>"``: ``"60/m"``, ``"10/s"``, ``"100/30s"``.
     rate: str | None = None
     #: With ``rate``: how many requests may arrive at once (the bucket size); default 1.
-    burst: int | None = None
+    burst: PositiveInt | None = None
     #: Open requests (streams included) at once.
-    concurrency: int | None = None
+    concurrency: PositiveInt | None = None
     #: Requests per ``period``.
-    requests: int | None = None
+    requests: PositiveInt | None = None
     #: Tokens (prompt plus completion) per ``period``: the upstream's ``usage``, else
     #: estimated from the streamed text (see `plugins.ratelimit_tokens`).
-    tokens: int | None = None
+    tokens: PositiveInt | None = None
     #: With ``requests`` or ``tokens``: the calendar window, UTC.
     period: Period | None = None
     #: The routes the rule applies to (by name); leave it out for every route.
@@ -58,7 +65,7 @@ class RateLimitConfig:
         [plugins.ratelimit]
         store = "auto"              # auto (redis when redis_url is set) | memory | redis
         redis_url = "${REDIS_URL:-}"
-        fail_open = true            # Redis unreachable: admit (logged) or answer 503
+        fail_open = true            # Redis unavailable: admit (logged) or answer 503
         key_prefix = "gateway:ratelimit:"
 
         [[plugins.ratelimit.rules]]
@@ -90,16 +97,32 @@ class RateLimitConfig:
     store: Literal["auto", "memory", "redis"] = "auto"
     #: ``redis://[:password@]host:port/db``, ``rediss://…`` or ``unix://…``.
     redis_url: str = ""
-    #: When Redis cannot be reached: admit the request (a warning is logged once
-    #: per outage), or answer 503 saying the limit store is unavailable.
+    #: While Redis is unavailable: admit requests without limits (a warning is
+    #: logged once per outage), or answer 503 with ``Retry-After`` at once.
     fail_open: bool = True
     #: Put before every Redis key (and separates in-process stores).
     key_prefix: str = "gateway:ratelimit:"
-    #: Redis connect and socket timeout, so that a dead Redis does not hang requests.
-    redis_timeout: Seconds = Seconds(0.5)
+    #: Redis connect and socket timeout: the longest a request waits for a Redis
+    #: that stopped answering, once; the circuit breaker then opens.
+    redis_timeout: PositiveSeconds = Seconds(0.5)
+    #: Redis connections this process uses at most, each carrying the decisions of
+    #: many requests at once (see `plugins.ratelimit_batch`).
+    redis_pool_size: Annotated[int, Range(1, 1000)] = 10
+    #: Redis unavailable: how long no request waits for it before it is probed
+    #: again, doubling while it stays down, up to ``redis_max_backoff``.  The
+    #: maximum bounds how soon limits apply again once Redis is back.
+    redis_backoff: PositiveSeconds = Seconds(0.1)
+    redis_max_backoff: PositiveSeconds = Seconds(0.5)
     #: Redis: how long a concurrency slot outlives a gateway that crashed holding
     #: it (open requests renew theirs every third of it).
-    slot_lease: Seconds = Seconds(60.0)
+    slot_lease: PositiveSeconds = Seconds(60.0)
+    #: Token quotas: the completion tokens reserved for a request that sets no
+    #: ``max_tokens`` (``max_completion_tokens``, ``max_output_tokens``).
+    default_max_tokens: NonNegativeInt = 1024
+    #: Token quotas: ask OpenAI completion streams for their usage
+    #: (``stream_options.include_usage``) and hide that chunk from clients that did
+    #: not ask; without it a stream is charged an estimate from its text.
+    stream_usage: bool = True
     #: The limits, each a `RuleConfig` table.
     rules: tuple[RuleConfig, ...] = ()
 
@@ -112,8 +135,8 @@ class RateLimitConfig:
 
     def check(self) -> None:
         """Raise `ValueError` on settings that cannot work (rules aside)."""
-        if self.redis_timeout <= 0 or self.slot_lease <= 0:
-            raise ValueError("redis_timeout and slot_lease must be positive")
+        if self.redis_max_backoff < self.redis_backoff:
+            raise ValueError("redis_max_backoff: must not be below redis_backoff")
         if self.store_kind != "redis":
             return
         if not self.redis_url:

@@ -14,13 +14,17 @@ Key layout (``P`` is ``key_prefix``; ``<key>`` is ``<rule name>:<subject>``)::
                         decision; the key expires one lease after its last change
     P<key>:d20240131    requests or tokens used that UTC day; expires when the day ends
     P<key>:m202401      requests or tokens used that UTC month; expires when it ends
+    P<key>:d20240131:reserved
+                        tokens reserved by requests still running (token quotas);
+                        expires with its window
 """
 
 from __future__ import annotations
 
 __all__ = ["ACQUIRE", "CALENDAR", "RENEW", "SETTLE"]
 
-#: ``window(period, now_s)``: the window's name and its end in epoch seconds.
+#: ``window(period, now_s)``: the window's name and its end in epoch seconds;
+#: ``window_end(name)``: the end of a window named so.
 CALENDAR = """
 local function civil_from_days(days)
   local z = days + 719468
@@ -47,6 +51,15 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 
+local function window_end(name)
+  local y, m = tonumber(string.sub(name, 2, 5)), tonumber(string.sub(name, 6, 7))
+  if string.sub(name, 1, 1) == 'd' then
+    return (days_from_civil(y, m, tonumber(string.sub(name, 8, 9))) + 1) * 86400
+  end
+  if m == 12 then y, m = y + 1, 1 else m = m + 1 end
+  return days_from_civil(y, m, 1) * 86400
+end
+
 local function window(period, now_s)
   local days = math.floor(now_s / 86400)
   local y, m, d = civil_from_days(days)
@@ -60,8 +73,11 @@ end
 """
 
 #: KEYS: one per rule.  ARGV: slot id, lease (µs), then per rule kind, limit, param
-#: (rate: interval in µs; quotas: period).  Returns admitted (0/1), then per rule:
-#: allowed, remaining, reset (ms), retry after (ms).  Writes only if all admit.
+#: (rate: interval in µs; quotas: period) and cost (token quotas: the reservation).
+#: Returns admitted (0/1), then per rule: allowed, remaining, reset (ms), retry
+#: after (ms), window (quotas; else "").  Writes only if all admit.  A token
+#: quota admits when its reservation (at least 1) fits beside the tokens used and
+#: reserved; refused only because of others' reservations, retry in a second.
 ACQUIRE = (
     CALENDAR
     + """
@@ -72,8 +88,9 @@ local slot, lease = ARGV[1], tonumber(ARGV[2])
 local result = {1}
 local charges = {}
 for i, key in ipairs(KEYS) do
-  local kind, limit, param = ARGV[3 * i], tonumber(ARGV[3 * i + 1]), ARGV[3 * i + 2]
-  local allowed, remaining, reset, retry = 1, 0, 0, 0
+  local base = 4 * i - 2
+  local kind, limit, param = ARGV[base + 1], tonumber(ARGV[base + 2]), ARGV[base + 3]
+  local allowed, remaining, reset, retry, name = 1, 0, 0, 0, ""
   if kind == 'rate' then
     local interval = tonumber(param)
     local tolerance = (limit - 1) * interval
@@ -101,14 +118,29 @@ for i, key in ipairs(KEYS) do
       end
     end
   else
-    local name, ends = window(param, now_s)
+    local ends
+    name, ends = window(param, now_s)
     local counter = key .. ':' .. name
     local used = tonumber(redis.call('GET', counter)) or 0
     reset = ends * 1000000 - now
-    if used >= limit then
+    if kind == 'tokens' then
+      local cost, held = tonumber(ARGV[base + 4]), counter .. ':reserved'
+      local reserved = tonumber(redis.call('GET', held)) or 0
+      local need = math.max(cost, 1)
+      if used + reserved + need > limit then
+        allowed, remaining = 0, limit - used - reserved
+        retry = (used + need <= limit) and 1000000 or reset
+      else
+        remaining = limit - used - reserved - cost
+        if cost > 0 then
+          charges[#charges + 1] = function()
+            redis.call('INCRBY', held, cost)
+            redis.call('EXPIREAT', held, ends)
+          end
+        end
+      end
+    elseif used >= limit then
       allowed, retry = 0, reset
-    elseif kind == 'tokens' then
-      remaining = limit - used
     else
       remaining = limit - used - 1
       charges[#charges + 1] = function()
@@ -122,6 +154,7 @@ for i, key in ipairs(KEYS) do
   result[#result + 1] = math.max(remaining, 0)
   result[#result + 1] = math.ceil(reset / 1000)
   result[#result + 1] = math.ceil(retry / 1000)
+  result[#result + 1] = name
 end
 if result[1] == 1 then
   for _, charge in ipairs(charges) do charge() end
@@ -131,22 +164,32 @@ return result
 )
 
 #: KEYS: the concurrency keys, then the token quota keys.  ARGV: slot id, how many
-#: concurrency keys, tokens, then the period of each token quota.  Frees the slots
-#: and adds the tokens to the window current now.
+#: concurrency keys, then per token quota: the window of its reservation, the
+#: tokens reserved and the tokens used.  Frees the slots and replaces each
+#: reservation by the tokens used, unless its window has ended.
 SETTLE = (
     CALENDAR
     + """
-local slot, slots, tokens = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local slot, slots = ARGV[1], tonumber(ARGV[2])
 for i = 1, slots do
   redis.call('ZREM', KEYS[i], slot)
 end
-if tokens > 0 and #KEYS > slots then
+if #KEYS > slots then
   local now_s = tonumber(redis.call('TIME')[1])
   for i = slots + 1, #KEYS do
-    local name, ends = window(ARGV[3 + i - slots], now_s)
-    local counter = KEYS[i] .. ':' .. name
-    redis.call('INCRBY', counter, tokens)
-    redis.call('EXPIREAT', counter, ends)
+    local base = 3 * (i - slots)
+    local name, cost, used = ARGV[base], tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+    local ends = window_end(name)
+    if now_s < ends then
+      local counter = KEYS[i] .. ':' .. name
+      if cost > 0 and redis.call('DECRBY', counter .. ':reserved', cost) <= 0 then
+        redis.call('DEL', counter .. ':reserved')
+      end
+      if used > 0 then
+        redis.call('INCRBY', counter, used)
+        redis.call('EXPIREAT', counter, ends)
+      end
+    end
   end
 end
 return 1

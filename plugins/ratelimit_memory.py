@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from plugins.ratelimit_rules import calendar_window
-from plugins.ratelimit_store import Check, Decision, Outcome
+from plugins.ratelimit_store import Check, Decision, Outcome, TokenCharge
 
 __all__ = ["MemoryStore", "SharedMemoryStores"]
 
@@ -33,6 +33,8 @@ class _Count:
     window: str
     ends: float
     used: int
+    #: Token quotas: the tokens reserved by requests still running.
+    reserved: int = 0
 
 
 class MemoryStore:
@@ -43,7 +45,8 @@ class MemoryStore:
       then the TAT moves one interval on.  Over a span ``t`` from a full bucket
       exactly ``burst + floor(t / interval)`` requests are admitted.
     - concurrency: a count of open requests per key.
-    - quotas: the count of the current calendar window per key.
+    - quotas: the count of the current calendar window per key; token quotas
+      also count the tokens reserved by requests still running.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -72,21 +75,21 @@ class MemoryStore:
         return Decision(admitted, tuple(outcome for outcome, _ in looked))
 
     async def settle(
-        self, slots: Sequence[Check], token_quotas: Sequence[Check], slot_id: str, tokens: int
+        self, slots: Sequence[Check], tokens: Sequence[TokenCharge], slot_id: str
     ) -> None:
-        """Free the slots and add ``tokens`` to the current window of each token quota."""
+        """Free the slots; replace each reservation by the tokens used, in its window."""
         for check in slots:
             left = self._open.get(check.key, 0) - 1
             if left > 0:
                 self._open[check.key] = left
             else:
                 self._open.pop(check.key, None)
-        if tokens > 0:
-            now = self._clock()
-            for check in token_quotas:
-                count = self._count(check, now)
-                count.used += tokens
-                self._counts[check.key] = count
+        for charge in tokens:
+            count = self._counts.get(charge.check.key)
+            if count is None or count.window != charge.window:
+                continue  # the window has ended, and its counts with it
+            count.reserved = max(count.reserved - charge.check.cost, 0)
+            count.used += charge.used
 
     def _look(self, check: Check, now: float) -> tuple[Outcome, Charge | None]:
         rule = check.rule
@@ -108,18 +111,38 @@ class MemoryStore:
                 return Outcome(rule, False, 0, 0.0, 1.0), None
             return Outcome(rule, True, rule.limit - used - 1, 0.0), lambda: self._take_slot(key)
         count = self._count(check, now)
+        reset = count.ends - now
+        if rule.kind == "tokens":
+            return self._look_tokens(check, count, reset)
         if count.used >= rule.limit:
-            return Outcome(rule, False, 0, count.ends - now, count.ends - now), None
-        if rule.kind == "tokens":  # charged when the request ends
-            return Outcome(rule, True, rule.limit - count.used, count.ends - now), None
-        outcome = Outcome(rule, True, rule.limit - count.used - 1, count.ends - now)
+            return Outcome(rule, False, 0, reset, reset, count.window), None
+        outcome = Outcome(rule, True, rule.limit - count.used - 1, reset, 0.0, count.window)
         return outcome, lambda: self._add_request(key, count)
+
+    def _look_tokens(
+        self, check: Check, count: _Count, reset: float
+    ) -> tuple[Outcome, Charge | None]:
+        """Admit if the reservation fits beside what is used and reserved (a reservation
+        of 0 still needs one token left); refused only by others' reservations, the
+        request may try again in a second, as those settle."""
+        rule, cost = check.rule, check.cost
+        taken = count.used + count.reserved
+        if taken + max(cost, 1) > rule.limit:
+            retry = 1.0 if count.used + max(cost, 1) <= rule.limit else reset
+            left = max(rule.limit - taken, 0)
+            return Outcome(rule, False, left, reset, retry, count.window), None
+        outcome = Outcome(rule, True, rule.limit - taken - cost, reset, 0.0, count.window)
+        return outcome, lambda: self._reserve(check.key, count, cost)
 
     def _take_slot(self, key: str) -> None:
         self._open[key] = self._open.get(key, 0) + 1
 
     def _add_request(self, key: str, count: _Count) -> None:
         count.used += 1
+        self._counts[key] = count
+
+    def _reserve(self, key: str, count: _Count, tokens: int) -> None:
+        count.reserved += tokens
         self._counts[key] = count
 
     def _count(self, check: Check, now: float) -> _Count:

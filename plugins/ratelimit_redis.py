@@ -1,12 +1,20 @@
 """The Redis ``ratelimit`` store: counters shared by every gateway on one Redis server.
 
 Each decision is one Lua script (`plugins.ratelimit_lua`) run with ``EVALSHA``,
-so it is atomic across replicas and uses the Redis server's clock.  A dead
-Redis must not hang requests: sockets time out after ``timeout`` seconds and a
-failed command is retried once on a fresh connection, which is also how the
-client reconnects after Redis comes back.  Concurrency slots are leases: this
-store renews the leases of its open requests every third of ``lease``, so the
-slots of a gateway that crashed free themselves once their lease runs out.
+so it is atomic across replicas and uses the Redis server's clock.  The calls
+of one event-loop tick go to Redis together, in one pipeline
+(`plugins.ratelimit_batch`), over a bounded pool of ``pool_size`` connections:
+a burst is never refused, nor let through, because the pool is busy.
+
+A failing Redis must not slow requests down: sockets time out after
+``timeout`` seconds, and the first failure opens a circuit breaker
+(`plugins.ratelimit_breaker`) under which calls fail at once, without waiting
+for Redis, until a background probe finds it back.  A connection found broken
+(Redis restarted) is retried once on a fresh one.
+
+Concurrency slots are leases: this store renews the leases of its open
+requests every third of ``lease``, so the slots of a gateway that crashed free
+themselves once their lease runs out.
 
 Redis Cluster: every key of one script must live in one slot; put a hash tag in
 ``key_prefix`` (``"{gateway}:ratelimit:"``) to get that.
@@ -20,14 +28,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.config import redact_url
+from plugins.ratelimit_batch import ScriptBatcher
+from plugins.ratelimit_breaker import CircuitBreaker
 from plugins.ratelimit_lua import ACQUIRE, RENEW, SETTLE
-from plugins.ratelimit_store import Check, Decision, Outcome, StoreUnavailable
+from plugins.ratelimit_store import Check, Decision, Outcome, StoreUnavailable, TokenCharge
 
 __all__ = ["RedisStore"]
 
@@ -35,52 +46,78 @@ logger = structlog.get_logger("gateway")
 
 # Slots renewed per script call, so one call never blocks Redis for long.
 _RENEW_BATCH = 500
+_SCRIPTS = {"acquire": ACQUIRE, "settle": SETTLE, "renew": RENEW}
 
 
 class RedisStore:
-    """Counters in Redis at ``url``, under keys that start with ``prefix``."""
+    """Counters in Redis at ``url``, under keys that start with ``prefix``.
 
-    def __init__(self, url: str, prefix: str, *, timeout: float, lease: float) -> None:
+    ``backoff`` and ``max_backoff`` bound the breaker's probing; ``log_fields``
+    go on its log lines (the URL is shown without its password).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        timeout: float,
+        lease: float,
+        pool_size: int = 10,
+        backoff: float = 0.1,
+        max_backoff: float = 0.5,
+        log_fields: dict[str, Any] | None = None,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
         self.lease = lease
+        self.pool_size = pool_size
         self._client: Redis | None = None
-        self._scripts: dict[str, Any] = {}
+        self._batcher: ScriptBatcher | None = None
+        self.breaker = CircuitBreaker(
+            self._ping,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            log_fields={"store": redact_url(url), **(log_fields or {})},
+        )
         # Slots of requests still open here, slot id -> their keys, for lease renewal.
         self._open: dict[str, tuple[str, ...]] = {}
         self._renewer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Make the client and check the server answers (a dead one is only logged)."""
-        client = Redis.from_url(
+        """Make the client and check the server answers (a dead one opens the breaker)."""
+        pool = BlockingConnectionPool.from_url(
             self.url,
+            # The batcher keeps at most pool_size pipelines in flight, plus the
+            # breaker's probe: no call ever waits here for a free connection.
+            max_connections=self.pool_size + 1,
+            timeout=self.timeout,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 1),
+            # A connection Redis closed (a restart) is retried once on a fresh one;
+            # a timeout is not: the breaker takes over.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
-        self._client = client
-        self._scripts = {
-            name: client.register_script(text)
-            for name, text in (("acquire", ACQUIRE), ("settle", SETTLE), ("renew", RENEW))
-        }
+        self._client = Redis.from_pool(pool)
+        self._batcher = ScriptBatcher(self._client, _SCRIPTS, connections=self.pool_size)
         try:
-            await client.ping()
+            await self._ping()
         except (RedisError, OSError) as exc:
-            logger.warning(
-                "rate-limit store unavailable at start-up",
-                store=redact_url(self.url),
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            self.breaker.failed(exc)
         self._renewer = asyncio.create_task(self._renew_forever())
 
     async def close(self) -> None:
-        """Stop renewing leases and close the connections."""
+        """Stop renewing leases and probing, and close the connections."""
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
+        await self.breaker.close()
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -95,13 +132,20 @@ class RedisStore:
                 param = repr(rule.interval * 1_000_000)
             elif rule.period is not None:
                 param = rule.period
-            args += [rule.kind, rule.limit, param]
+            args += [rule.kind, rule.limit, param, check.cost]
         reply = await self._run("acquire", [self.key(c) for c in checks], args)
         outcomes = []
         for i, check in enumerate(checks):
-            allowed, remaining, reset_ms, retry_ms = (int(v) for v in reply[1 + 4 * i : 5 + 4 * i])
+            allowed, remaining, reset_ms, retry_ms, window = reply[1 + 5 * i : 6 + 5 * i]
             outcomes.append(
-                Outcome(check.rule, bool(allowed), remaining, reset_ms / 1000, retry_ms / 1000)
+                Outcome(
+                    check.rule,
+                    bool(int(allowed)),
+                    int(remaining),
+                    int(reset_ms) / 1000,
+                    int(retry_ms) / 1000,
+                    window.decode() if isinstance(window, bytes) else str(window),
+                )
             )
         admitted = bool(int(reply[0]))
         slot_keys = tuple(self.key(c) for c in checks if c.rule.kind == "concurrency")
@@ -110,13 +154,15 @@ class RedisStore:
         return Decision(admitted, tuple(outcomes))
 
     async def settle(
-        self, slots: Sequence[Check], token_quotas: Sequence[Check], slot_id: str, tokens: int
+        self, slots: Sequence[Check], tokens: Sequence[TokenCharge], slot_id: str
     ) -> None:
-        """Run the settle script: free the slots, add the tokens to the current windows."""
+        """Run the settle script: free the slots, replace the reservations by the usage."""
         self._open.pop(slot_id, None)
-        keys = [self.key(c) for c in (*slots, *token_quotas)]
-        periods = [c.rule.period or "day" for c in token_quotas]
-        await self._run("settle", keys, [slot_id, len(slots), tokens, *periods])
+        keys = [self.key(c) for c in (*slots, *(t.check for t in tokens))]
+        args: list[str | int] = [slot_id, len(slots)]
+        for charge in tokens:
+            args += [charge.window, charge.check.cost, charge.used]
+        await self._run("settle", keys, args)
 
     def key(self, check: Check) -> str:
         """The Redis key of a check (quotas add their window's name in Lua)."""
@@ -126,12 +172,24 @@ class RedisStore:
         return f"{self.prefix}{check.key}{suffix}"
 
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        if self._batcher is None:
+            raise StoreUnavailable("the Redis store was not started")
+        if self.breaker.is_open:
+            raise StoreUnavailable("the Redis store is down", self.breaker.retry_after)
+        batcher = self._batcher
+        try:
+            return await batcher.run(script, keys, args)
+        except (RedisError, OSError) as exc:
+            if self.breaker.failed(exc):
+                batcher.reject_waiting(exc)
+            raise StoreUnavailable(
+                f"{type(exc).__name__}: {exc}", self.breaker.retry_after
+            ) from exc
+
+    async def _ping(self) -> None:
         if self._client is None:
             raise StoreUnavailable("the Redis store was not started")
-        try:
-            return await self._scripts[script](keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        await self._client.ping()
 
     async def _renew_forever(self) -> None:
         while True:

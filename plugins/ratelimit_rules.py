@@ -73,7 +73,6 @@ class Rule:
             assert config.rate is not None
             count, seconds, words = _parse_rate(config.rate, where)
             burst = 1 if config.burst is None else config.burst
-            _positive(burst, f"{where}: burst")
             return cls(
                 name=config.name,
                 kind=kind,
@@ -84,7 +83,6 @@ class Rule:
                 description=f"{count} requests per {words}, burst {burst}",
             )
         limit: int = getattr(config, kind)
-        _positive(limit, f"{where}: {kind}")
         if kind == "concurrency":
             description = f"{limit} open requests at once"
         else:
@@ -136,11 +134,6 @@ def _parse_rate(text: str, where: str) -> tuple[int, float, str]:
     if count <= 0 or seconds <= 0:
         raise ValueError(f"{where}: rate {text!r} must be positive")
     return count, seconds, words
-
-
-def _positive(value: int, where: str) -> None:
-    if value <= 0:
-        raise ValueError(f"{where} must be a positive whole number ({value})")
 
 
 def calendar_window(period: Period, now: float) -> tuple[str, float]:

@@ -2,9 +2,10 @@
 
 A store decides a request in one atomic step (`LimitStore.acquire`): every rule
 that applies is checked and, only if all of them admit the request, all are
-charged together, so a rejected request consumes nothing.  A second step
-(`LimitStore.settle`) runs when the request has ended: it frees concurrency
-slots and adds the tokens the answer used to the token quotas.
+charged together, so a rejected request consumes nothing.  A token quota is
+charged a reservation (the tokens the request may use), admitted only if it
+fits.  A second step (`LimitStore.settle`) runs when the request has ended: it
+frees concurrency slots and replaces each reservation by the tokens really used.
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ import attrs
 
 from plugins.ratelimit_rules import Rule
 
-__all__ = ["Check", "Decision", "LimitStore", "Outcome", "StoreUnavailable"]
+__all__ = ["Check", "Decision", "LimitStore", "Outcome", "StoreUnavailable", "TokenCharge"]
 
 
 class StoreUnavailable(Exception):
-    """The store cannot be reached; the plugin's ``fail_open`` decides what follows."""
+    """The store cannot be reached; the plugin's ``fail_open`` decides what follows.
+
+    ``retry_after`` is how long it is expected to stay so (seconds), when known.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @attrs.frozen
@@ -30,6 +38,8 @@ class Check:
     rule: Rule
     #: ``<rule name>:<subject>``; a store prefixes it and, for quotas, adds the window.
     key: str
+    #: Token quotas: the tokens reserved for the request (at most the limit; may be 0).
+    cost: int = 0
 
 
 @attrs.frozen
@@ -44,11 +54,18 @@ class Outcome:
     reset: float
     #: Seconds until the rule would admit the request (0 when it did).
     retry_after: float = 0.0
+    #: Quotas: the calendar window charged (``d20240131``, ``m202401``).
+    window: str = ""
 
-    @property
-    def headroom(self) -> float:
-        """The share of the limit still left, to compare rules of different units."""
-        return self.remaining / self.rule.limit
+
+@attrs.frozen
+class TokenCharge:
+    """A token quota's reservation (``check.cost``), settled with the tokens really used."""
+
+    check: Check
+    #: The window the reservation was made in (`Outcome.window`), charged whatever the time.
+    window: str
+    used: int
 
 
 @attrs.frozen
@@ -77,10 +94,10 @@ class LimitStore(Protocol):
         ...
 
     async def settle(
-        self, slots: Sequence[Check], token_quotas: Sequence[Check], slot_id: str, tokens: int
+        self, slots: Sequence[Check], tokens: Sequence[TokenCharge], slot_id: str
     ) -> None:
-        """Free the request's concurrency slots and charge ``tokens`` to its token quotas.
+        """Free the request's concurrency slots and settle its token reservations.
 
-        Tokens go to the window current when the request ends.  Raises
-        `StoreUnavailable` when the store cannot be reached.
+        A reservation made in a window that has ended since is forgotten with
+        it.  Raises `StoreUnavailable` when the store cannot be reached.
         """

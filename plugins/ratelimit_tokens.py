@@ -82,6 +82,11 @@ class TokenMeter:
         """The upstream's count if it gave one, else the estimate from the text."""
         if self.reported is not None:
             return self.reported
+        return self.estimated
+
+    @property
+    def estimated(self) -> int:
+        """The answer's tokens estimated from its text (the prompt not counted)."""
         return estimate_tokens(self._characters + sum(self._parts.values()))
 
     def feed(self, chunk: bytes) -> None:
@@ -112,17 +117,23 @@ class TokenMeter:
         if isinstance(body, dict):
             self._read(body, streamed=False)
 
-    def event(self, event: SSEEvent) -> None:
-        """Read one server-sent event of a streamed answer."""
+    def event(self, event: SSEEvent) -> bool:
+        """Read one server-sent event of a streamed answer.
+
+        Returns whether it was a completion stream's usage chunk (a ``usage``
+        and no choices), the one ``stream_options.include_usage`` adds.
+        """
         data = event.data
         if not data.startswith("{"):
-            return  # "[DONE]", pings
+            return False  # "[DONE]", pings
         try:
             body = json.loads(data)
         except (ValueError, RecursionError):
-            return
-        if isinstance(body, dict):
-            self._read(body, streamed=True)
+            return False
+        if not isinstance(body, dict):
+            return False
+        self._read(body, streamed=True)
+        return body.get("choices") == [] and usage_tokens(body.get("usage")) is not None
 
     def _read(self, body: dict[str, Any], streamed: bool) -> None:
         usages = [body.get("usage")]

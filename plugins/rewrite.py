@@ -17,19 +17,22 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, quote_plus, unquote_plus
 
 import attrs
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.config import Range
 from gateway.errors import BadRequest
 from gateway.plugin import Exchange, Plugin, SSEEvent
 from plugins.jsonpath import JsonPath
 
 __all__ = ["Bounds", "HeaderChanges", "PathPrefix", "PathRegex", "Rewrite"]
 
+#: A bound of a query parameter: any whole number an upstream can parse (64 bits).
+QueryInt = Annotated[int, Range(-(2**63), 2**63 - 1)]
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -55,8 +58,8 @@ class PathRegex:
 class Bounds:
     """``query_bounds.<name>``: the integer range a query parameter is clamped to."""
 
-    min: int | None = None
-    max: int | None = None
+    min: QueryInt | None = None
+    max: QueryInt | None = None
 
 
 @attrs.frozen

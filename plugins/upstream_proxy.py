@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import attrs
 
-from gateway.config import ProxyUrl, Seconds
+from gateway.config import PositiveSeconds, ProxyUrl, Seconds
 from gateway.context import GatewayContext
 from gateway.forwarder import ProxyConnectError
 from gateway.plugin import Exchange, Plugin
@@ -33,7 +33,7 @@ class UpstreamProxy(Plugin):
         #: Proxies for the routes using this config; empty: the upstream's ``proxy``.
         proxies: tuple[ProxyUrl, ...] = ()
         #: How long a proxy that failed to connect is skipped.
-        cooldown: Seconds = Seconds(30.0)
+        cooldown: PositiveSeconds = Seconds(30.0)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)

@@ -367,7 +367,7 @@ def test_config_is_checked(sim):
 
 
 def test_a_timeout_of_zero_is_a_config_error(sim):
-    with pytest.raises(ConfigError, match="timeout must be more than 0"):
+    with pytest.raises(ConfigError, match=r"chatgpt_login.timeout: must be above 0"):
         load_runtime(config(sim, timeout="0s"), "test.toml", {})
 
 

@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 
 from gateway.config import RouteConfig, parse_config, structure
 from gateway.errors import TooManyRequests
+from gateway.keys import new_key
 from gateway.plugin import Exchange, Identity, Plugin, SSEEvent, Usage
 from gateway.registry import installed_plugins
 from gateway.runtime import build_runtime
@@ -107,19 +108,47 @@ async def test_routes_restrict_a_rule(start_gateway, upstream):
     assert (await get(gateway, "/limited/b"))[0] == 429
 
 
-async def test_the_most_constraining_rule_fills_the_headers(start_gateway, upstream):
+async def test_the_headers_describe_the_first_rule_that_applies(start_gateway, upstream):
     _, url = upstream
     rate = {"name": "rate", "key": "client_ip", "rate": "10/h", "burst": 10}
     quota = {"name": "quota", "key": "client_ip", "requests": 2, "period": "day"}
     gateway = await start_gateway(config(url, rate, quota))
     _, headers, _ = await get(gateway, "/x")
-    # rate: 9 of 10 left; quota: 1 of 2 left, the smaller share.
-    assert (headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"]) == ("2", "1")
+    # The rate is listed first: its 10 and 9 left, though the quota has less left.
+    assert (headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"]) == ("10", "9")
     await get(gateway, "/x")
     status, headers, body = await get(gateway, "/x")
-    assert status == 429
+    assert status == 429  # a refusal describes the rule that refused
     assert "'quota'" in json.loads(body)["error"]["message"]
+    assert (headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"]) == ("2", "0")
     assert 1 <= int(headers["Retry-After"]) <= 86400  # until midnight UTC
+
+
+async def test_answers_refused_before_the_limits_carry_no_limit_headers(start_gateway, upstream):
+    # As with Kong and Envoy, the limits run after authentication: a client that
+    # is not authenticated has no counter, so its 401 reports none.
+    _, url = upstream
+    key, digest = new_key()
+    gateway = await start_gateway(f"""
+pipeline = ["auth", "ratelimit"]
+[plugins.auth]
+mode = "keys"
+keys.alice = {{ sha256 = "{digest}" }}
+credentials.up = [{{ name = "c1", token = "upstream-secret" }}]
+[plugins.ratelimit]
+store = "memory"
+{rules_toml({"name": "per-key", "key": "identity", "rate": "10/h", "burst": 10})}
+[upstreams.up]
+url = "{url}"
+[routes.all]
+path = "/{{rest*}}"
+upstream = "up"
+""")
+    status, headers, _ = await get(gateway, "/x", Authorization="Bearer not-a-key")
+    assert status == 401
+    assert not [name for name in headers if name.lower().startswith("x-ratelimit")]
+    status, headers, _ = await get(gateway, "/x", Authorization=f"Bearer {key}")
+    assert (status, headers["X-RateLimit-Remaining"]) == (200, "9")
 
 
 # --- identity, team and the fallback to the client address ---------------------------
@@ -285,6 +314,21 @@ async def admitted_headers(plugin: RateLimit) -> CIMultiDict[str]:
     ex.response_headers = CIMultiDict()
     await plugin.on_response(ex)
     return ex.response_headers
+
+
+async def test_the_headers_do_not_alternate_between_rules_over_time():
+    now = [1_700_000_000.0]
+    store = MemoryStore(lambda: now[0])
+    plugin = make_plugin(
+        {"name": "rate", "key": "client_ip", "rate": "1/s", "burst": 2},
+        {"name": "quota", "key": "client_ip", "requests": 4, "period": "day"},
+        store=store,
+    )
+    limits = []
+    for wait in (0.0, 2.0, 0.0, 2.0):  # each rule in turn has the smaller share left
+        now[0] += wait
+        limits.append((await admitted_headers(plugin))["X-RateLimit-Limit"])
+    assert limits == ["2", "2", "2", "2"]
 
 
 async def test_a_rejection_is_recorded_for_metrics_and_charges_nothing():

@@ -103,7 +103,7 @@ async def test_a_request_rejected_by_one_rule_charges_none_of_the_others() -> No
         rejected = await admit(store, rate, quota, slots)
         assert not rejected.admitted
         assert [o.allowed for o in rejected.outcomes] == [False, True, False]
-    await store.settle([slots], [], "s", 0)
+    await store.settle([slots], [], "s")
     clock.now += 3600
     second = await admit(store, rate, quota, slots)
     assert second.admitted
@@ -136,28 +136,11 @@ async def test_monthly_quota_spans_days_and_ends_with_the_month() -> None:
     assert (await admit(store, quota)).outcomes[0].remaining == 2
 
 
-async def test_token_quota_admits_while_below_its_limit_and_may_overshoot() -> None:
-    clock = Clock()
-    store = MemoryStore(clock)
-    tokens = check(tokens=100, period="day")
-    first = await admit(store, tokens)
-    assert first.admitted and first.outcomes[0].remaining == 100
-    await store.settle([], [tokens], "s", 60)
-    second = await admit(store, tokens)
-    assert second.admitted and second.outcomes[0].remaining == 40
-    await store.settle([], [tokens], "s", 60)  # the last request overshoots: 120 used
-    third = await admit(store, tokens)
-    assert not third.admitted
-    assert third.outcomes[0].remaining == 0
-    clock.now += 7200  # a new day
-    assert (await admit(store, tokens)).outcomes[0].remaining == 100
-
-
 async def test_concurrency_slots_are_taken_and_freed() -> None:
     store = MemoryStore(Clock())
     slots = check(concurrency=2)
     assert [(await admit(store, slots)).admitted for _ in range(3)] == [True, True, False]
-    await store.settle([slots], [], "s", 0)
+    await store.settle([slots], [], "s")
     assert (await admit(store, slots)).outcomes[0].remaining == 0
     other = check(concurrency=2, subject="ip:2")
     assert (await admit(store, other)).admitted

@@ -61,7 +61,10 @@ def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: 
 
 
 async def test_lua_calendar_matches_python(redis: Redis) -> None:
-    probe = CALENDAR + "local name, ends = window(ARGV[1], tonumber(ARGV[2]))\nreturn {name, ends}"
+    probe = CALENDAR + (
+        "local name, ends = window(ARGV[1], tonumber(ARGV[2]))\n"
+        "return {name, ends, window_end(name)}"
+    )
     moments = [
         at(1970, 1, 1),
         at(2000, 2, 29, 23, 59, 59),
@@ -76,8 +79,9 @@ async def test_lua_calendar_matches_python(redis: Redis) -> None:
     periods: tuple[Period, ...] = ("day", "month")
     for now in moments:
         for period in periods:
-            name, ends = await redis.eval(probe, 0, period, int(now))
+            name, ends, named_end = await redis.eval(probe, 0, period, int(now))
             assert (name, float(ends)) == calendar_window(period, now), (period, now)
+            assert named_end == ends
 
 
 async def test_all_rules_are_charged_together_or_not_at_all(
@@ -109,24 +113,6 @@ async def test_rate_admits_exactly_the_burst_over_a_long_period(store: RedisStor
     assert [d.admitted for d in decisions] == [True] * 5 + [False] * 3
     assert [d.outcomes[0].remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
     assert 710 < decisions[5].outcomes[0].retry_after <= 720  # one interval, 3600 / 5
-
-
-async def test_token_quota_is_settled_into_the_current_window(
-    store: RedisStore, redis: Redis
-) -> None:
-    tokens = check("tokens", tokens=100, period="month")
-    slots = check("slots", concurrency=1)
-    assert (await store.acquire([tokens, slots], "a")).admitted
-    assert not (await store.acquire([tokens, slots], "b")).admitted
-    await store.settle([slots], [tokens], "a", 70)
-    assert await redis.zcard("t:slots:ip:1:slots") == 0
-    decision = await store.acquire([tokens, slots], "c")
-    assert decision.admitted
-    assert decision.outcomes[0].remaining == 30
-    await store.settle([slots], [tokens], "c", 70)  # overshoots: 140 used
-    assert not (await store.acquire([tokens], "d")).admitted
-    month, _ = calendar_window("month", time.time())
-    assert await redis.get(f"t:tokens:ip:1:{month}") == "140"
 
 
 async def test_open_slots_are_renewed_and_a_crashed_gateways_slots_expire(
@@ -316,7 +302,8 @@ async def test_redis_going_away_fails_open_then_limits_again(
     assert "s3cret-pw" not in repr(logs)
     assert f"127.0.0.1:{server.port}" in warnings[0]["store"]
     await server.start()  # same port, empty: counting starts afresh
-    assert [await answer() for _ in range(6)] == [(200, True)] * 5 + [(429, True)]
+    assert await eventually(answer, (200, True))  # once the breaker's probe finds it
+    assert [await answer() for _ in range(5)] == [(200, True)] * 4 + [(429, True)]
 
 
 async def test_redis_going_away_fails_closed_when_configured(
@@ -334,9 +321,12 @@ async def test_redis_going_away_fails_closed_when_configured(
     assert error["code"] == "service_unavailable"
     assert "rate-limit store is unavailable" in error["message"]
     await redis_server.start()
-    async with gateway.request("GET", "/rate/x") as response:
-        assert response.status == 200
-        assert response.headers["X-RateLimit-Remaining"] == "4"
+
+    async def remaining() -> str | int:
+        async with gateway.request("GET", "/rate/x") as response:
+            return response.headers.get("X-RateLimit-Remaining", response.status)
+
+    assert await eventually(remaining, "4")  # refused (503) until then: nothing charged
 
 
 async def test_redis_starting_after_the_gateway_is_picked_up(
@@ -349,5 +339,18 @@ async def test_redis_starting_after_the_gateway_is_picked_up(
     async with gateway.request("GET", "/rate/x") as response:
         assert response.status == 503
     await redis_server.start()
-    async with gateway.request("GET", "/rate/x") as response:
-        assert response.status == 200
+
+    async def status() -> int:
+        async with gateway.request("GET", "/rate/x") as response:
+            return response.status
+
+    assert await eventually(status, 200)
+
+
+async def eventually(ask: Callable[[], Awaitable[Any]], expected: Any) -> bool:
+    """Whether ``ask()`` gives ``expected`` within two seconds."""
+    for _ in range(100):
+        if await ask() == expected:
+            return True
+        await asyncio.sleep(0.02)
+    return False

@@ -94,10 +94,6 @@ upstream = "up"
             'e.g. "60/m" or "10/s"',
         ),
         (
-            '[[plugins.ratelimit.rules]]\nname = "zero"\nconcurrency = 0',
-            "rules[0] ('zero'): concurrency must be a positive whole number (0)",
-        ),
-        (
             '[[plugins.ratelimit.rules]]\nname = "nowhere"\nconcurrency = 1\nroutes = []',
             "rules[0] ('nowhere'): routes is empty; leave it out to apply to every route",
         ),

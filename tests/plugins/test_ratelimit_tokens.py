@@ -15,6 +15,7 @@ import pytest
 from gateway.plugin import SSEEvent
 from gateway.testing import start_simulator
 from plugins.ratelimit_tokens import MAX_BODY, TokenMeter, estimate_tokens, usage_tokens
+from plugins.ratelimit_usage import prompt_tokens
 
 
 def streamed(meter: TokenMeter, *events: Any) -> TokenMeter:
@@ -148,9 +149,11 @@ async def simulated(start_gateway) -> AsyncIterator[Callable[..., Awaitable[Any]
     """Start a gateway with a token quota (``tokens`` a day) in front of the simulator."""
     simulator = await start_simulator()
 
-    async def start(tokens: int = 1000) -> Any:
+    async def start(tokens: int = 1000, stream_usage: bool = True) -> Any:
         gateway = await start_gateway(f"""
 pipeline = ["ratelimit"]
+[plugins.ratelimit]
+stream_usage = {json.dumps(stream_usage)}
 [[plugins.ratelimit.rules]]
 name = "daily-tokens"
 key = "client_ip"
@@ -210,12 +213,22 @@ async def test_tokens_are_settled_from_the_streamed_usage_chunk(simulated):
     assert await remaining(gateway) == 1000 - usage["total_tokens"]
 
 
-async def test_tokens_are_estimated_from_streamed_text_without_usage(simulated):
+async def test_a_stream_whose_client_asked_no_usage_is_charged_its_usage(simulated):
     gateway = await simulated()
+    chunks = await stream_events(gateway, "/v1/chat/completions", {**CHAT, "stream": True})
+    assert all(c["choices"] for c in chunks)  # the usage chunk the gateway asked for is gone
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    # The simulator counts words: three in the prompt, and the answer's.
+    assert await remaining(gateway) == 1000 - 3 - len(text.split())
+
+
+async def test_without_stream_usage_tokens_are_estimated_from_the_text(simulated):
+    gateway = await simulated(stream_usage=False)
     chunks = await stream_events(gateway, "/v1/chat/completions", {**CHAT, "stream": True})
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert len(text) > 20
-    assert await remaining(gateway) == 1000 - math.ceil(len(text) / 4)
+    expected = prompt_tokens(CHAT) + math.ceil(len(text) / 4)
+    assert await remaining(gateway) == 1000 - expected
 
 
 async def test_tokens_are_estimated_from_the_final_chatgpt_text(simulated):
@@ -228,13 +241,14 @@ async def test_tokens_are_estimated_from_the_final_chatgpt_text(simulated):
     events = await stream_events(gateway, "/conversation", body)
     final = [e for e in events if isinstance(e.get("message"), dict)][-1]
     text = final["message"]["content"]["parts"][0]
-    assert await remaining(gateway) == 1000 - math.ceil(len(text) / 4)
+    expected = prompt_tokens(body) + math.ceil(len(text) / 4)
+    assert await remaining(gateway) == 1000 - expected
 
 
 async def test_an_exhausted_token_quota_answers_429(simulated):
     gateway = await simulated(tokens=5)
     async with gateway.request("POST", "/v1/chat/completions", json=CHAT) as response:
-        assert response.status == 200  # admitted below the limit, and overshoots it
+        assert response.status == 200  # alone in an unused window; it overshoots
         assert (await response.json())["usage"]["total_tokens"] > 5
     async with gateway.request("GET", "/v1/models") as response:
         assert response.status == 429
