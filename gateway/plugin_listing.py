@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import attrs
 
@@ -63,9 +63,11 @@ def describe_default(field: attrs.Attribute) -> str:  # type: ignore[type-arg]
         return "required"
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
         default = default.factory()
-    if field.type is Seconds:
+    # (A field with a range is ``Annotated[Seconds, Range(...)]``: the unit is inside.)
+    unit = get_args(field.type)[0] if get_origin(field.type) is Annotated else field.type
+    if unit is Seconds:
         return f'default "{format_duration(default)}"'
-    if field.type is Bytes:
+    if unit is Bytes:
         return f'default "{format_size(default)}"'
     return f"default {toml_value(default)}"
 

@@ -223,7 +223,9 @@ routes = ["r", "s"]
 
 
 def test_a_plugin_problem_has_the_same_key_path_style():
-    problems = problems_of('[plugins.auth]\nkeys.alice = { sha256 = "abc" }\n')
+    problems = problems_of(
+        '[plugins.auth]\nkeys.alice = { sha256 = "abc" }\n[routes.r]\npath = "/r"\n'
+    )
     assert problems == [
         "$.plugins.auth.keys.alice.sha256: not a hex SHA-256 digest (use `gateway keygen`)"
     ]
@@ -237,6 +239,8 @@ url = "${UP_URL}"
 idle_timeout = "${IDLE}"
 [plugins.auth]
 keys.alice = { sha256 = "${ALICE_SHA256}" }
+[routes.r]
+path = "/r"
 """
     )
     assert problems == [
