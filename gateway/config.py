@@ -30,6 +30,9 @@ from gateway.config_problems import (
 )
 from gateway.errors import ConfigError
 from gateway.interpolate import interpolate_tree
+
+# (Also imported from here by plugins, until they import the plugin API.)
+from gateway.redaction import redact_url as redact_url
 from gateway.units import parse_duration, parse_size
 
 Seconds = NewType("Seconds", float)
@@ -132,7 +135,7 @@ class TlsConfig:
     verify: bool = True
 
     def __attrs_post_init__(self) -> None:
-        from gateway.upstream_tls import tls_context
+        from gateway.transport.tls import tls_context
 
         if self.ca_file or self.cert_file or self.key_file:
             tls_context(self)  # a file that cannot be used is a config error, said now
@@ -222,15 +225,6 @@ def _parse_url(value: object, schemes: set[str] | frozenset[str]) -> URL:
     if not isinstance(value, str) or url is None or url.scheme not in schemes or not url.host:
         raise ValueError(f'not a URL ("{redact_url(str(value))}")')
     return url
-
-
-def redact_url(text: str) -> str:
-    """A URL with any password replaced by ``***`` (for messages and logs)."""
-    try:
-        url = URL(text)
-    except ValueError:
-        return "<unparsable URL>"
-    return str(url.with_password("***")) if url.password else text
 
 
 def _structure_bool(value: object, _: object) -> bool:

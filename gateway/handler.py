@@ -43,7 +43,7 @@ from gateway.plugin import Exchange
 from gateway.responses import ClientStream, UpstreamWhole, upstream_read_error
 from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
 from gateway.runtime import Runtime
-from gateway.upstream_client import UpstreamProtocolError, UpstreamResponse
+from gateway.transport import UpstreamProtocolError, UpstreamResponse
 
 logger = structlog.get_logger("gateway")
 
