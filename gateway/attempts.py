@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.body import request_body
 from gateway.errors import UpstreamError
 from gateway.forwarder import Forwarder
 from gateway.headers import strip_hop_by_hop
 from gateway.pipeline import Pipeline
 from gateway.plugin import Exchange
 from gateway.transport import Body, UpstreamBusy, UpstreamResponse
+from gateway.upstream_body import request_body
 
 #: The most times one request is sent upstream, retries included.
 MAX_ATTEMPTS = 8
