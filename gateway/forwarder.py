@@ -73,15 +73,17 @@ class Forwarder:
         *,
         proxy: str | None,
         route: RouteConfig | None = None,
+        timeouts: Timeouts | None = None,
     ) -> UpstreamResponse:
         """Send a request to ``upstream``; return the answer once its head arrived.
 
-        ``route``'s own time-outs, if it sets any, win over the upstream's.
+        ``timeouts``, or else ``route``'s own time-outs if it sets any, win over
+        the upstream's.
         """
-        limits, timeouts, target = self._upstream_settings(upstream)
-        if route is not None and (route.connect_timeout or route.idle_timeout):
+        limits, own, target = self._upstream_settings(upstream)
+        if timeouts is None and route is not None and (route.connect_timeout or route.idle_timeout):
             timeouts = Timeouts(
-                route.connect_timeout or timeouts.connect, route.idle_timeout or timeouts.idle
+                route.connect_timeout or own.connect, route.idle_timeout or own.idle
             )
         try:
             return await self.transport.request(
@@ -90,7 +92,7 @@ class Forwarder:
                 headers,
                 body,
                 proxy=proxy,
-                timeouts=timeouts,
+                timeouts=timeouts or own,
                 limits=limits,
                 tls=upstream.tls,
                 group=upstream.name,

@@ -20,6 +20,7 @@ from gateway.config_problems import drop_consequences, join_path
 from gateway.context import GatewayContext
 from gateway.errors import ConfigError
 from gateway.forwarder import Forwarder
+from gateway.http_client import HttpClient
 from gateway.pipeline import Pipeline
 from gateway.plugin import Plugin
 from gateway.registry import PluginLoadError, installed_plugins, load_plugin_class
@@ -59,7 +60,11 @@ class Runtime:
         self.pipelines = pipelines
         self.plugins = plugins
         self.forwarder = Forwarder()
-        self.context = GatewayContext(config=config, forwarder=self.forwarder)
+        self.context = GatewayContext(
+            config=config,
+            http=HttpClient(self.forwarder, config.upstreams),
+            forwarder=self.forwarder,
+        )
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
