@@ -18,27 +18,22 @@ from typing import Annotated, Any, Literal
 
 import attrs
 
-from gateway.config_converter import structure as structure
-from gateway.config_converter import structure_partly
+from gateway.config_converter import structure, structure_partly
 from gateway.config_problems import drop_consequences, unknown_key
-
-# (The field types are imported from here by plugins, until they import the plugin API.)
-from gateway.config_types import HTTP_METHODS as HTTP_METHODS
-from gateway.config_types import Bytes as Bytes
-from gateway.config_types import HttpUrl as HttpUrl
-from gateway.config_types import Methods as Methods
-from gateway.config_types import NonNegativeInt as NonNegativeInt
-from gateway.config_types import PositiveInt as PositiveInt
-from gateway.config_types import PositiveSeconds as PositiveSeconds
-from gateway.config_types import ProxyUrl as ProxyUrl
-from gateway.config_types import Range as Range
-from gateway.config_types import Seconds as Seconds
+from gateway.config_types import (
+    Bytes,
+    HttpUrl,
+    Methods,
+    NonNegativeInt,
+    PositiveInt,
+    PositiveSeconds,
+    ProxyUrl,
+    Range,
+    Seconds,
+)
 from gateway.errors import ConfigError
 from gateway.interpolate import interpolate_tree
 from gateway.paths import PathPattern
-
-# (Also imported from here by plugins, until they import the plugin API.)
-from gateway.redaction import redact_url as redact_url
 
 
 @attrs.frozen

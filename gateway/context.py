@@ -8,16 +8,17 @@ import attrs
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
-    from gateway.forwarder import Forwarder
     from gateway.http_client import HttpClient
+    from gateway.proxy_rotation import ProxyRotation
 
 
 @attrs.frozen
 class GatewayContext:
-    """The config being served, and the client plugins call services with."""
+    """The config being served, and the services plugins share with the gateway."""
 
     config: GatewayConfig
     #: Calls services through the gateway's transport (its proxies, TLS, time-outs).
     http: HttpClient
-    #: (Legacy: for the built-in plugins that still send through it; usable by no other.)
-    forwarder: Forwarder
+    #: The outbound proxies' turns and health, shared with the forwarder: a plugin
+    #: that chooses ``ex.proxy`` itself takes turns here and reports failures here.
+    proxies: ProxyRotation

@@ -107,16 +107,25 @@ class HttpClient:
         proxy: str | None = None,
         timeout: float | None = None,
         max_size: int = MAX_ANSWER,
+        target: str | None = None,
     ) -> HttpResponse:
         """Send one request and read its answer whole (at most ``max_size`` bytes, else 502).
 
         ``timeout`` bounds each wait: for a connection (through the proxy, TLS
         included), then for each next byte of the answer.  By default the
-        upstream's time-outs (or `DIRECT_TIMEOUTS`) do.
+        upstream's time-outs (or `DIRECT_TIMEOUTS`) do.  ``target`` names what is
+        called in error messages (by default the upstream, or the URL's host).
         """
         url = URL(url)
         async with self.stream(
-            method, url, headers=headers, body=body, upstream=upstream, proxy=proxy, timeout=timeout
+            method,
+            url,
+            headers=headers,
+            body=body,
+            upstream=upstream,
+            proxy=proxy,
+            timeout=timeout,
+            target=target,
         ) as answer:
             parts: list[bytes] = []
             size = 0
@@ -140,21 +149,29 @@ class HttpClient:
         upstream: UpstreamConfig | str | None = None,
         proxy: str | None = None,
         timeout: float | None = None,
+        target: str | None = None,
     ) -> AsyncIterator[HttpStream]:
         """Send one request; yield its answer once the head has arrived, the body to be read.
 
-        ``timeout`` bounds each wait, as for `request`.
+        ``timeout`` and ``target`` are as for `request`.
         """
         url = URL(url)
         sent = CIMultiDict(headers or {})
         if isinstance(upstream, str):
             upstream = self._upstreams[upstream]
-        target = self._target(upstream, url)
+        target = target or self._target(upstream, url)
         if upstream is not None:
             if proxy is None:  # SECURITY: never directly to an upstream that has a proxy
                 proxy = self._forwarder.choose_proxy(upstream)
             answer = await self._forwarder.request(
-                upstream, method, url, sent, body, proxy=proxy, timeouts=_timeouts(timeout)
+                upstream,
+                method,
+                url,
+                sent,
+                body,
+                proxy=proxy,
+                timeouts=_timeouts(timeout),
+                target=target,
             )
         else:
             answer = await self._direct(method, url, sent, body, proxy, timeout, target)
@@ -164,11 +181,9 @@ class HttpClient:
         finally:
             stream.close()
 
-    def _target(self, upstream: UpstreamConfig | str | None, url: URL) -> str:
-        """What a call is to, in messages."""
-        if upstream is None:
-            return url.host or "the service"
-        return f"upstream {upstream if isinstance(upstream, str) else upstream.name!r}"
+    def _target(self, upstream: UpstreamConfig | None, url: URL) -> str:
+        """What a call is to, in messages, unless told."""
+        return f"upstream {upstream.name!r}" if upstream is not None else url.host or "the service"
 
     async def _direct(
         self,

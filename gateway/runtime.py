@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from gateway.config import GatewayConfig, RouteConfig, parse_config_partly, structure
+from gateway.config import GatewayConfig, RouteConfig, parse_config_partly
+from gateway.config_converter import structure
 from gateway.config_problems import drop_consequences, join_path
 from gateway.context import GatewayContext
 from gateway.errors import ConfigError
@@ -63,7 +64,7 @@ class Runtime:
         self.context = GatewayContext(
             config=config,
             http=HttpClient(self.forwarder, config.upstreams),
-            forwarder=self.forwarder,
+            proxies=self.forwarder.proxies,
         )
         self.in_flight = 0
         self._idle = asyncio.Event()
