@@ -56,8 +56,8 @@ from gateway.errors import (
 
 # part B replaces: the transport's errors and connector, until `HttpClient` exists.
 from gateway.forwarder import Forwarder, ProxyConnectError, make_connector, upstream_errors
+from gateway.headers import HEADER_TOKEN
 from gateway.ids import new_id
-from gateway.jsonbody import dumps as json_dumps
 from gateway.jsonbody import loads as json_loads
 from gateway.jsonbody import loads_upstream as json_loads_upstream
 from gateway.keys import digests_match, key_digest
@@ -66,16 +66,18 @@ from gateway.plugin import HOOKS, Exchange, Identity, NoConfig, Plugin, SSEEvent
 
 # part B replaces: proxy rotation and the upstream's protocol errors belong to the transport.
 from gateway.proxy_rotation import ProxyRotation
-from gateway.runtime import merge_tables, route_plugin_names
+from gateway.runtime import route_plugin_names
 from gateway.sse import SSEParser
-from gateway.units import format_duration, format_size, parse_duration, parse_size
+from gateway.units import parse_duration
 from gateway.upstream_client import UpstreamProtocolError
+from gateway.usage import TokenMeter, estimate_tokens, prompt_tokens
 
 #: The version of this surface (semantic versioning; see the module's docstring).
 API_VERSION = "1.0"
 
 __all__ = [
     "API_VERSION",
+    "HEADER_TOKEN",
     "HOOKS",
     "HTTP_METHODS",
     "BadGateway",
@@ -109,6 +111,7 @@ __all__ = [
     "SSEParser",
     "Seconds",
     "ServiceUnavailable",
+    "TokenMeter",
     "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -120,19 +123,16 @@ __all__ = [
     "digests_match",
     "error_body",
     "error_response",
-    "format_duration",
-    "format_size",
+    "estimate_tokens",
     "get_logger",
-    "json_dumps",
     "json_line_format",
     "json_loads",
     "json_loads_upstream",
     "key_digest",
     "make_connector",
-    "merge_tables",
     "new_id",
     "parse_duration",
-    "parse_size",
+    "prompt_tokens",
     "redact_url",
     "route_plugin_names",
     "structure",

@@ -59,7 +59,12 @@ class Runtime:
         self.pipelines = pipelines
         self.plugins = plugins
         self.forwarder = Forwarder()
-        self.context = GatewayContext(config=config, forwarder=self.forwarder)
+        self.context = GatewayContext(
+            config,
+            self.forwarder,
+            tuple(plugins),
+            {name: pipeline.plugins for name, pipeline in pipelines.items()},
+        )
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
