@@ -32,4 +32,3 @@ def test_the_transport_imports_only_errors_and_redaction_from_the_gateway() -> N
             name for name in gateway_imports(module) if not name.startswith("gateway.transport")
         }
         assert outside <= ALLOWED, f"{module.name} imports {sorted(outside - ALLOWED)}"
-
