@@ -1,4 +1,5 @@
-"""The ``gateway`` command: ``run``, ``check``, ``plugins``, ``keygen``, ``demo``, ``simulate``."""
+"""The ``gateway`` command: ``run``, ``check``, ``plugins``, ``keygen``, ``usage``, ``demo``,
+``simulate``."""
 
 from __future__ import annotations
 
@@ -91,6 +92,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print name, key, sha256 and config line as JSON"
     )
     keygen.set_defaults(func=cmd_keygen)
+
+    usage = commands.add_parser(
+        "usage",
+        help="totals from the usage ledger by key, team, model, route or day",
+        description=(
+            "Print totals from the usage ledger that [plugins.usage] writes: requests, errors, "
+            "tokens, mean duration and bytes, by key, team, model, route or day (UTC). "
+            "Times: 2026-11-01, 2026-11-01T12:00 (UTC unless an offset is given), today, 7d, 12h."
+        ),
+    )
+    usage.add_argument("-c", "--config", help=CONFIG_HELP)
+    usage.add_argument(
+        "--store", help="the ledger: a SQLite file or a postgresql:// URL (default: the config's)"
+    )
+    usage.add_argument("--since", help="from this time on (default: the start of this month)")
+    usage.add_argument("--until", help="before this time (default: now)")
+    usage.add_argument(
+        "--by",
+        default="key",
+        choices=("key", "team", "model", "route", "day", "credential", "upstream"),
+        help="what to total by (key)",
+    )
+    usage.add_argument(
+        "--format", default="table", choices=("table", "csv", "json"), help="output (table)"
+    )
+    usage.set_defaults(func=cmd_usage)
 
     demo = commands.add_parser(
         "demo",
@@ -200,6 +227,32 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     print("Paste into config.toml, under [plugins.auth]:\n")
     print(f"    {line}")
     return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    # The ledger's modules (and a database driver) are imported only for this command.
+    from plugins.gateway_plugins.usage.command import usage_report
+    from plugins.gateway_plugins.usage.store import DEFAULT_LOCATION, UsageStoreError
+
+    location = args.store
+    if location is None:
+        from gateway.running import load
+
+        configured = load(args.config).config.plugins.get("usage", {})
+        location = str(configured.get("store") or DEFAULT_LOCATION)
+
+    async def report() -> int:
+        text = await usage_report(
+            location, by=args.by, since=args.since, until=args.until, output=args.format
+        )
+        print(text)
+        return 0
+
+    try:
+        return run_async(report())
+    except (UsageStoreError, ValueError) as exc:
+        print(f"gateway usage: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

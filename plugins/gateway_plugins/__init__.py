@@ -1,0 +1,1 @@
+"""The gateway's built-in plugins, one module each, loaded through entry points."""
