@@ -118,6 +118,21 @@ def totals_from(record: Any) -> Totals:
     )
 
 
+def key_teams_query(dialect: Dialect, since: float, until: float) -> tuple[str, list[Any]]:
+    """Each key's team (the latest one, should it have changed) for ``since <= ts < until``."""
+    p1, p2 = dialect.placeholder(1), dialect.placeholder(2)
+    sql = f"""
+        SELECT r.key_name AS key_name, MAX(r.team) AS team
+        FROM {TABLE} AS r
+        JOIN (SELECT key_name, MAX(ts) AS last FROM {TABLE}
+              WHERE ts >= {p1} AND ts < {p2} AND key_name IS NOT NULL
+              GROUP BY key_name) AS latest
+          ON r.key_name = latest.key_name AND r.ts = latest.last
+        GROUP BY r.key_name
+    """
+    return sql, [since, until]
+
+
 def hourly_query(dialect: Dialect, since: float, until: float) -> tuple[str, list[Any]]:
     """Requests and tokens per hour and team for ``since <= ts < until``."""
     hour = dialect.hour_of_ts

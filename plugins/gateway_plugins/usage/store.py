@@ -70,6 +70,11 @@ class UsageStore(abc.ABC):
         sql, params = reports.totals_query(self.dialect, by, since, until)
         return [reports.totals_from(r) for r in await self.fetch(sql, params)]
 
+    async def key_teams(self, since: float, until: float) -> dict[str, str | None]:
+        """Each key's team in the period (its latest, should it have changed)."""
+        sql, params = reports.key_teams_query(self.dialect, since, until)
+        return {r["key_name"]: r["team"] for r in await self.fetch(sql, params)}
+
     async def hourly(self, since: float, until: float) -> list[HourlyPoint]:
         """Requests and tokens per hour and team."""
         sql, params = reports.hourly_query(self.dialect, since, until)
