@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Coroutine, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol, cast
 
 from gateway import __version__
 from gateway.errors import ConfigError
@@ -230,29 +230,41 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    # The ledger's modules (and a database driver) are imported only for this command.
-    from plugins.gateway_plugins.usage.command import usage_report
-    from plugins.gateway_plugins.usage.store import DEFAULT_LOCATION, UsageStoreError
+    # The report is the installed `usage` plugin's (gateway_plugins.usage, or a
+    # replacement registered under that name): the engine does not import plugins, and
+    # the ledger's modules (and a database driver) load only for this command.
+    from gateway.registry import PluginLoadError, load_plugin_class
 
+    try:
+        ledger = cast("UsageReporter", load_plugin_class("usage"))
+    except PluginLoadError as exc:
+        print(f"gateway usage: {exc}", file=sys.stderr)
+        return 1
     location = args.store
     if location is None:
         from gateway.running import load
 
-        configured = load(args.config).config.plugins.get("usage", {})
-        location = str(configured.get("store") or DEFAULT_LOCATION)
-
-    async def report() -> int:
-        text = await usage_report(
+        runtime = load(args.config)
+        configured = [p for p in runtime.plugins if p.name == "usage"]
+        location = configured[0].config.store if configured else ledger.Config().store
+    status, text = asyncio.run(
+        ledger.usage_report(
             location, by=args.by, since=args.since, until=args.until, output=args.format
         )
-        print(text)
-        return 0
+    )
+    print(text, file=sys.stdout if status == 0 else sys.stderr)
+    return status
 
-    try:
-        return run_async(report())
-    except (UsageStoreError, ValueError) as exc:
-        print(f"gateway usage: {exc}", file=sys.stderr)
-        return 1
+
+class UsageReporter(Protocol):
+    """What `gateway usage` needs of the ``usage`` plugin class."""
+
+    Config: type[Any]
+
+    @staticmethod
+    def usage_report(
+        location: str, *, by: str, since: str | None, until: str | None, output: str
+    ) -> Coroutine[Any, Any, tuple[int, str]]: ...
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from plugins.gateway_plugins.usage.store import open_store
-from plugins.gateway_plugins.usage.times import parse_time
+from gateway_plugins.usage.store import open_store
+from gateway_plugins.usage.times import parse_time
 from tests.plugins.test_usage_store import ROWS, T0
 
 

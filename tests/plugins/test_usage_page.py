@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from plugins.gateway_plugins.usage.dashboard import LiveState, build_dashboard
-from plugins.gateway_plugins.usage.page import CSP, STYLE, render_page
-from plugins.gateway_plugins.usage.row import UsageRow
-from plugins.gateway_plugins.usage.store import UsageStore, open_store
+from gateway_plugins.usage.dashboard import LiveState, build_dashboard
+from gateway_plugins.usage.page import CSP, STYLE, render_page
+from gateway_plugins.usage.row import UsageRow
+from gateway_plugins.usage.store import UsageStore, open_store
 
 # 2026-12-02 10:30 UTC.
 NOW = 1796207400.0
@@ -58,13 +58,23 @@ LIVE = LiveState(
         }
     ],
     statuses={
+        # The shapes auth and upstream_proxy report.
         "auth": {
-            "credentials": [
-                {"upstream": "openai", "name": "org-main", "state": "usable"},
-                {"upstream": "openai", "name": "org-old", "state": "set aside", "until": "x"},
-            ]
+            "credentials": {
+                "openai": {
+                    "org-main": {
+                        "state": "cooling",
+                        "cooling": {"gpt-4o": {"until": "T1", "why": {"status": 429}}},
+                    },
+                    "org-old": {
+                        "state": "set aside",
+                        "until": "T2",
+                        "why": {"status": 401, "code": "invalid_api_key"},
+                    },
+                }
+            }
         },
-        "upstream_proxy": {"proxies": [{"upstream": "openai", "name": "p1", "state": "healthy"}]},
+        "upstream_proxy": {"proxies": {"socks5://proxy:1080": {"state": "healthy"}}},
     },
     routes=[
         {
@@ -98,8 +108,16 @@ async def test_document_counts_today_and_this_month_per_key_and_team(store: Usag
     assert document["overview"]["last_hour"]["requests"] == 3
     assert document["overview"]["last_day"]["errors"] == 1
     assert [e["status"] for e in document["errors"]] == [500, 429]
-    assert [c["name"] for c in document["credentials"]] == ["org-main", "org-old"]
-    assert document["proxies"][0]["plugin"] == "upstream_proxy"
+    main, old = document["credentials"]
+    assert (main["upstream"], main["name"], main["state"]) == ("openai", "org-main", "cooling")
+    assert main["reason"] == "gpt-4o: cooling until T1 (429)"
+    assert (old["state"], old["until"], old["reason"]) == ("set aside", "T2", "401 invalid_api_key")
+    (proxy,) = document["proxies"]
+    assert (proxy["plugin"], proxy["name"], proxy["state"]) == (
+        "upstream_proxy",
+        "socks5://proxy:1080",
+        "healthy",
+    )
 
 
 async def test_charts_hold_whole_hours_per_team(store: UsageStore) -> None:

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from plugins.gateway_plugins.usage.row import UsageRow
-from plugins.gateway_plugins.usage.sqlite_store import SQLiteStore
-from plugins.gateway_plugins.usage.store import UsageStoreError, open_store
-from plugins.gateway_plugins.usage.writer import LedgerWriter
+from gateway_plugins.usage.row import UsageRow
+from gateway_plugins.usage.sqlite_store import SQLiteStore
+from gateway_plugins.usage.store import UsageStoreError, open_store
+from gateway_plugins.usage.writer import LedgerWriter
 from tests.plugins.test_usage_store import T0, row
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import attrs
 
@@ -26,6 +27,7 @@ from gateway.api import (
 from gateway_plugins.ratelimit.answers import limit_headers, rejection, whole_seconds
 from gateway_plugins.ratelimit.config import RateLimitConfig
 from gateway_plugins.ratelimit.memory_store import SHARED
+from gateway_plugins.ratelimit.quotas import board_for
 from gateway_plugins.ratelimit.rules import Rule
 from gateway_plugins.ratelimit.store import (
     Check,
@@ -97,6 +99,9 @@ class RateLimit(Plugin):
         self._store = store
         self._given_store = store is not None
         self._started = False
+        #: What each quota counter has left, for `status` (shared by instances of a prefix).
+        self.quotas = board_for(config.key_prefix)
+        self._has_quotas = any(rule.period is not None for rule in self.rules)
         tokens = any(rule.kind == "tokens" for rule in self.rules)
         settles = tokens or any(rule.kind == "concurrency" for rule in self.rules)
         # Plain rates and request quotas cost nothing per chunk or at the end.
@@ -168,6 +173,13 @@ class RateLimit(Plugin):
                 SHARED.close(self.config.key_prefix)
             self._store = None
 
+    def status(self) -> dict[str, Any]:
+        """The store in use, and what each quota counter (``requests``/``tokens`` rules) has
+        left: per key or team, as `QuotaBoard` saw it last (for the admin page)."""
+        if not self._has_quotas:
+            return {"store": self.store_kind, "quotas": []}
+        return {"store": self.store_kind, "quotas": self.quotas.entries()}
+
     async def on_request(self, ex: Exchange) -> None:
         rules = [rule for rule in self.rules if rule.applies_to(ex)]
         if not rules:
@@ -204,6 +216,8 @@ class RateLimit(Plugin):
                 "the rate-limit store is unavailable; try again later",
                 headers={"Retry-After": str(max(1, whole_seconds(exc.retry_after)))},
             ) from None
+        if self._has_quotas:
+            self.quotas.note(checks, decision)
         if not decision.admitted:
             del ex.state[_ADMISSION]
             hit, error = rejection(decision)
@@ -274,3 +288,4 @@ class RateLimit(Plugin):
             # If it fails, slots free themselves when their lease ends, and
             # reservations stay charged.
             await self.store.settle(slots, charges, admission.slot_id)
+            self.quotas.settle(charges)

@@ -113,12 +113,49 @@ def _counts(totals: Totals | None) -> dict[str, int]:
 
 
 def _named_states(statuses: Mapping[str, Mapping[str, Any]], section: str) -> list[dict[str, Any]]:
-    """Every plugin's ``section`` entries (``credentials``, ``proxies``), each with its plugin."""
-    entries = []
+    """Every plugin's ``section`` (``credentials``, ``proxies``) as rows: plugin, upstream,
+    name, state, until, reason.
+
+    A section is ``{upstream: {name: entry}}`` (auth's pools), ``{name: entry}`` (the
+    proxies) or a list of entries; an entry has a ``state`` and may have ``until``, ``why``
+    (``{"status", "code"}``) and ``cooling`` (``{model: {"until", "why"}}``).
+    """
+    rows = []
     for plugin, status in statuses.items():
-        for entry in status.get(section, ()) or ():
-            entries.append({"plugin": plugin, **entry})
-    return entries
+        found = status.get(section)
+        if isinstance(found, Mapping):
+            for key, value in found.items():
+                if isinstance(value, Mapping) and "state" in value:
+                    rows.append(_state_row(plugin, None, key, value))
+                elif isinstance(value, Mapping):
+                    rows.extend(_state_row(plugin, key, n, e) for n, e in value.items())
+        elif isinstance(found, list | tuple):
+            rows.extend(_state_row(plugin, e.get("upstream"), e.get("name"), e) for e in found)
+    return rows
+
+
+def _state_row(
+    plugin: str, upstream: str | None, name: str | None, entry: Mapping[str, Any]
+) -> dict[str, Any]:
+    reasons = []
+    if entry.get("why") or entry.get("reason"):
+        reasons.append(_why(entry.get("why") or entry.get("reason")))
+    for model, rest in (entry.get("cooling") or {}).items():
+        reasons.append(f"{model}: cooling until {rest.get('until')} ({_why(rest.get('why'))})")
+    return {
+        "plugin": plugin,
+        "upstream": upstream,
+        "name": name,
+        "state": entry.get("state"),
+        "until": entry.get("until"),
+        "reason": "; ".join(reasons) or None,
+    }
+
+
+def _why(why: Any) -> str:
+    if isinstance(why, Mapping):
+        return " ".join(str(why[k]) for k in ("status", "code") if why.get(k) is not None)
+    return "" if why is None else str(why)
 
 
 def _chart_data(points: Sequence[HourlyPoint], last_hour: int, hours: int) -> dict[str, Any]:

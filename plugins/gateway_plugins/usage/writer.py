@@ -15,14 +15,18 @@ from collections.abc import Callable
 from .row import UsageRow
 from .store import UsageStore, UsageStoreError
 
+#: Rows refused by a full queue are reported (``on_dropped``) this often at most, in seconds.
+REPORT_EVERY = 1.0
+
 
 class LedgerWriter:
     """Writes the rows handed to `record` to ``store``, ``batch_size`` at a time at most.
 
     A batch is written as soon as it is full, or ``flush_interval`` seconds after its
-    first row.  ``on_dropped(count, reason)`` is called, from the event loop, once per
-    batch of lost rows: rows the full queue refused (``"queue full"``) or a batch the
-    store failed to write (the error's text).  `dropped` counts them all.
+    first row.  ``on_dropped(count, reason)`` is called, from the event loop, for lost
+    rows: those the full queue refused (``"queue full"``, once every `REPORT_EVERY` at
+    most) and each batch the store failed to write (the error's text).  `dropped`
+    counts them all.
     """
 
     def __init__(
@@ -46,6 +50,12 @@ class LedgerWriter:
         self._refused = 0  # refused since the last report, reported by the writing task
         self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None
+        self._report: asyncio.TimerHandle | None = None
+
+    @property
+    def queued(self) -> int:
+        """Rows waiting to be written."""
+        return self._queue.qsize()
 
     def record(self, row: UsageRow) -> None:
         """Queue ``row`` for the ledger; drop and count it when the queue is full."""
@@ -54,6 +64,12 @@ class LedgerWriter:
         except asyncio.QueueFull:
             self.dropped += 1
             self._refused += 1
+            if self._report is None:
+                # One report a second at most: a full queue under load must not turn
+                # into a log line per request.
+                self._report = asyncio.get_running_loop().call_later(
+                    REPORT_EVERY, self._report_refused
+                )
 
     def start(self) -> None:
         """Start the writing task (on the running event loop)."""
@@ -98,7 +114,6 @@ class LedgerWriter:
             self._writing = asyncio.ensure_future(self._write(batch))
             await asyncio.shield(self._writing)
             self._writing = None
-            self._report_refused()
 
     def _take_batch(self, batch: list[UsageRow]) -> list[UsageRow]:
         while len(batch) < self.batch_size and not self._queue.empty():
@@ -117,8 +132,9 @@ class LedgerWriter:
             self.written += len(batch)
 
     def _report_refused(self) -> None:
-        # Reported from the writing task, once per batch at most: a full queue under
-        # load must not turn into a log line per request.
+        if self._report is not None:
+            self._report.cancel()
+            self._report = None
         refused, self._refused = self._refused, 0
         if refused:
             self._notify(refused, "queue full")
