@@ -25,6 +25,7 @@ from gateway.api import (
     new_id,
 )
 from gateway_plugins.ratelimit.answers import limit_headers, rejection, whole_seconds
+from gateway_plugins.ratelimit.breaker import STORE_HEALTH
 from gateway_plugins.ratelimit.config import RateLimitConfig
 from gateway_plugins.ratelimit.memory_store import SHARED
 from gateway_plugins.ratelimit.quotas import board_for
@@ -174,11 +175,17 @@ class RateLimit(Plugin):
             self._store = None
 
     def status(self) -> dict[str, Any]:
-        """The store in use, and what each quota counter (``requests``/``tokens`` rules) has
-        left: per key or team, as `QuotaBoard` saw it last (for the admin page)."""
-        if not self._has_quotas:
-            return {"store": self.store_kind, "quotas": []}
-        return {"store": self.store_kind, "quotas": self.quotas.entries()}
+        """The counters' store (its kind and this process's circuit breakers), and what each
+        quota counter (``requests``/``tokens`` rules) has left, per key or team, as
+        `QuotaBoard` saw it last (for the admin page)."""
+        if not self.rules:
+            return {}
+        health = STORE_HEALTH
+        breakers = {"opened": health.opened, "closed": health.closed, "open": health.open_now}
+        report: dict[str, Any] = {"store": {"kind": self.store_kind, "breakers": breakers}}
+        if self._has_quotas:
+            report["quotas"] = self.quotas.entries()
+        return report
 
     async def on_request(self, ex: Exchange) -> None:
         rules = [rule for rule in self.rules if rule.applies_to(ex)]
