@@ -28,7 +28,7 @@ from gateway_plugins.ratelimit.answers import limit_headers, rejection, whole_se
 from gateway_plugins.ratelimit.breaker import STORE_HEALTH
 from gateway_plugins.ratelimit.config import RateLimitConfig
 from gateway_plugins.ratelimit.memory_store import SHARED
-from gateway_plugins.ratelimit.quotas import board_for
+from gateway_plugins.ratelimit.quotas import BOARDS, QuotaBoard
 from gateway_plugins.ratelimit.rules import Rule
 from gateway_plugins.ratelimit.store import (
     Check,
@@ -100,8 +100,9 @@ class RateLimit(Plugin):
         self._store = store
         self._given_store = store is not None
         self._started = False
-        #: What each quota counter has left, for `status` (shared by instances of a prefix).
-        self.quotas = board_for(config.key_prefix)
+        #: What each quota counter has left, for `status` (shared by instances of a prefix
+        #: while they run; a board of its own until then).
+        self.quotas = QuotaBoard()
         self._has_quotas = any(rule.period is not None for rule in self.rules)
         tokens = any(rule.kind == "tokens" for rule in self.rules)
         settles = tokens or any(rule.kind == "concurrency" for rule in self.rules)
@@ -162,12 +163,14 @@ class RateLimit(Plugin):
                 log_fields={"fail_open": config.fail_open},
             )
         await self._store.start()
+        self.quotas = BOARDS.open(self.config.key_prefix)
         self._started = True
 
     async def shutdown(self) -> None:
         if not self._started:
             return
         self._started = False
+        BOARDS.close(self.config.key_prefix)
         await self.store.close()
         if not self._given_store:
             if self.store_kind == "memory":

@@ -88,10 +88,27 @@ class QuotaBoard:
         return sorted(found, key=lambda e: (e["key"], e["subject"], e["rule"]))
 
 
-#: One board per key prefix (the counters' namespace), shared by the plugin's instances.
-BOARDS: dict[str, QuotaBoard] = {}
+class SharedBoards:
+    """One board per key prefix (the counters' namespace), shared by the plugin's instances
+    and dropped with the last of them, as the in-process stores are."""
+
+    def __init__(self) -> None:
+        self._boards: dict[str, tuple[QuotaBoard, int]] = {}
+
+    def open(self, prefix: str) -> QuotaBoard:
+        """The board of ``prefix`` (made on first use); pair each call with `close`."""
+        board, users = self._boards.get(prefix, (QuotaBoard(), 0))
+        self._boards[prefix] = (board, users + 1)
+        return board
+
+    def close(self, prefix: str) -> None:
+        """One user fewer; the board is dropped with its last user."""
+        board, users = self._boards[prefix]
+        if users <= 1:
+            del self._boards[prefix]
+        else:
+            self._boards[prefix] = (board, users - 1)
 
 
-def board_for(prefix: str) -> QuotaBoard:
-    """The board of the counters under ``prefix`` (made on first use)."""
-    return BOARDS.setdefault(prefix, QuotaBoard())
+#: The boards of this process.
+BOARDS = SharedBoards()
