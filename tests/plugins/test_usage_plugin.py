@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
 def usage_config(api_url: str, store: str, usage: str = "") -> str:
     return f"""
-pipeline = ["access_log", "usage", "auth"]
+pipeline = ["access_log", "usage", "metrics", "auth"]
+[plugins.metrics]
+path = "/metrics"
 [plugins.auth]
 mode = "keys"
 keys.alice = {{ sha256 = "{key_digest(ALICE)}", team = "research" }}
@@ -50,6 +53,10 @@ upstream_path = "/v1/{{rest}}"
 [routes.admin]
 methods = ["GET", "HEAD"]
 path = "/admin{{rest*}}"
+skip = ["auth"]
+[routes.metrics]
+methods = ["GET"]
+path = "/metrics"
 skip = ["auth"]
 """
 
@@ -91,7 +98,8 @@ async def test_one_row_per_request_with_names_never_secrets(
         "openai",
     )
     assert (first.status, first.credential, first.model) == (200, "main", "gpt-4o-mini")
-    # TODO(issue 14 stage 2): tokens of /v1 answers, once the gateway meters them.
+    assert (first.prompt_tokens, first.completion_tokens) == (1, 3)  # the upstream's usage
+    assert first.tokens_estimated is False
     assert first.bytes_in > 0 and first.bytes_out > 0 and first.duration_ms > 0
     assert first.ttfb_ms is not None and abs(first.ts - time.time()) < 60
     assert first.request_id and first.request_id != second.request_id
@@ -155,7 +163,9 @@ async def test_json_api_and_unknown_admin_paths(
         assert r.status == 200
         document = await r.json()
     assert document["by"] == "team"
-    assert [(row["team"], row["requests"]) for row in document["rows"]] == [("research", 2)]
+    assert [(row["team"], row["requests"], row["total_tokens"]) for row in document["rows"]] == [
+        ("research", 2, 8)
+    ]
     for path, status in [
         ("/admin/api/usage?by=secret", 400),
         ("/admin/api/usage?since=someday", 400),
@@ -192,6 +202,11 @@ async def test_a_full_queue_drops_counts_and_logs_but_never_blocks(
             if any(e["event"] == "usage rows dropped" for e in logs):
                 break
             await asyncio.sleep(0.05)
+        async with gateway.request("GET", "/metrics") as r:
+            exposition = await r.text()
+        # (The registry is the process's: other tests' drops may be in it too.)
+        counted = re.search(r"^gateway_usage_rows_dropped_total (\S+)$", exposition, re.M)
+        assert counted is not None and float(counted.group(1)) >= 3
     (dropped,) = [e for e in logs if e["event"] == "usage rows dropped"]
     assert (dropped["rows"], dropped["reason"]) == (3, "queue full")
     assert "pw-secret" not in repr(dropped)

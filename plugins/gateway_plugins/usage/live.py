@@ -11,9 +11,7 @@ from .dashboard import LiveState
 
 def live_state(context: GatewayContext) -> LiveState:
     """The plugins' statuses (credentials, proxies, quotas) and the routes, now."""
-    # TODO(issue 14 stage 2): GatewayContext.statuses() reports the auth pools and proxies.
-    running: dict[str, Any] = getattr(context, "statuses", dict)()
-    statuses = {name: dict(status) for name, status in running.items() if status}
+    statuses = {name: dict(status) for name, status in context.statuses().items() if status}
     quotas = [q for status in statuses.values() for q in status.get("quotas", ())]
     return LiveState(quotas=quotas, statuses=statuses, routes=route_listing(context.config))
 

@@ -150,9 +150,6 @@ def ledger_row(ex: Exchange, error: BaseException | None, now: float, wall: floa
     identity = ex.identity
     usage = ex.usage
     first_byte = ex.first_byte_at
-    # TODO(issue 14 stage 2): read the typed ex.credential, ex.model, ex.error_code and
-    # usage.estimated once they exist; until then, what auth leaves in its state.
-    auth_state = ex.state.get("auth") or {}
     return UsageRow(
         ts=wall - (now - ex.started),
         request_id=ex.request_id,
@@ -160,13 +157,13 @@ def ledger_row(ex: Exchange, error: BaseException | None, now: float, wall: floa
         team=identity.team if identity is not None else None,
         route=ex.route_name,
         upstream=ex.upstream.name if ex.upstream is not None else None,
-        credential=auth_state.get("credential"),
-        model=auth_state.get("model"),
+        credential=ex.credential,
+        model=ex.model,
         status=_status(ex, error),
-        error_code=_error_code(error),
+        error_code=ex.error_code or _error_code(error),
         prompt_tokens=usage.prompt_tokens if usage is not None else 0,
         completion_tokens=usage.completion_tokens if usage is not None else 0,
-        tokens_estimated=False,
+        tokens_estimated=usage.estimated if usage is not None else False,
         duration_ms=round((now - ex.started) * 1000, 2),
         ttfb_ms=round((first_byte - ex.started) * 1000, 2) if first_byte else None,
         bytes_in=ex.bytes_in,
