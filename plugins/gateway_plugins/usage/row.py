@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import attrs
-
-#: The ledger's columns, in the order rows are written (the ``id`` column is the store's).
-COLUMNS = (
-    "ts",
-    "request_id",
-    "key_name",
-    "team",
-    "route",
-    "upstream",
-    "credential",
-    "model",
-    "status",
-    "error_code",
-    "prompt_tokens",
-    "completion_tokens",
-    "tokens_estimated",
-    "duration_ms",
-    "ttfb_ms",
-    "bytes_in",
-    "bytes_out",
-)
+from typing import Any, NamedTuple
 
 
-@attrs.frozen
-class UsageRow:
+class UsageRow(NamedTuple):
     """What one request used, as the ledger keeps it.
+
+    A named tuple, in `COLUMNS` order: one is made per request, and the stores insert it
+    as it is (about half the CPU of a frozen attrs class of 17 fields).
 
     Names only, never secrets: ``key_name`` is the client key's name in the config,
     ``credential`` the name of the pooled upstream credential.  ``tokens_estimated``
@@ -41,13 +20,13 @@ class UsageRow:
     #: When the request arrived, in seconds since the epoch (UTC).
     ts: float
     request_id: str
+    key_name: str | None
+    team: str | None
     route: str
+    upstream: str | None
+    credential: str | None
+    model: str | None
     status: int
-    key_name: str | None = None
-    team: str | None = None
-    upstream: str | None = None
-    credential: str | None = None
-    model: str | None = None
     error_code: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -60,7 +39,7 @@ class UsageRow:
 
     def values(self) -> tuple[Any, ...]:
         """The row's values in `COLUMNS` order, as the stores insert them."""
-        return tuple(getattr(self, column) for column in COLUMNS)
+        return self
 
     @classmethod
     def from_record(cls, record: Any) -> UsageRow:
@@ -71,4 +50,8 @@ class UsageRow:
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON-able mapping (column name to value)."""
-        return attrs.asdict(self)
+        return self._asdict()
+
+
+#: The ledger's columns, in the order rows are written (the ``id`` column is the store's).
+COLUMNS: tuple[str, ...] = UsageRow._fields
