@@ -8,6 +8,8 @@ default config with one change, so that the rows differ in what their names say:
 - ``default``: the shipped config as it is (ChatGPT's routes add ``rewrite``).
 - ``no_access_log``: the default pipeline without ``access_log``.
 - ``no_metrics``: the default pipeline without ``metrics``.
+- ``with_usage``: the default pipeline with ``usage`` after ``access_log``, its ledger a
+  SQLite file in the temporary folder (`USAGE`).
 - ``keys_memory``: ``auth`` in keys mode (a client key, a pooled upstream
   credential) and a ``ratelimit`` rule (after ``auth`` if the shipped pipeline
   lacks it), on the in-process store.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,10 @@ CLIENT_KEY = "gw-bench-client-key-0123456789abcdef"
 CLIENT_KEY_SHA256 = hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
 MAX_CONNECTIONS = 20000
 #: Plugins measured one at a time on the bare config: throughput with each on and off.
-ABLATION = ("access_log", "metrics", "cors", "auth", "upstream_proxy", "rewrite", "ratelimit")
+ABLATION = (
+    *("access_log", "metrics", "cors", "auth", "upstream_proxy", "rewrite", "ratelimit"),
+    "usage",
+)
 
 KEYS_AUTH: dict[str, Any] = {
     "mode": "keys",
@@ -47,11 +53,17 @@ KEYS_AUTH: dict[str, Any] = {
         "chatgpt": [{"name": "bench-chatgpt", "token": "bench-upstream-token"}],
     },
 }
+#: The usage ledger's table: a SQLite file of the bench's own, rows kept for a day.
+USAGE: dict[str, Any] = {
+    "store": str(Path(tempfile.gettempdir()) / "gateway-bench-usage.sqlite3"),
+    "retention_days": 1,
+}
 RATE_RULE = {"name": "bench-rate", "key": "identity", "rate": "100000/s", "burst": 1000}
 #: The config each plugin gets when it runs alone (merged over the shipped table).
 ALONE: dict[str, dict[str, Any]] = {
     "ratelimit": {"store": "memory", "rules": [RATE_RULE]},
     "rewrite": {"model_aliases": {"gpt-3.5-turbo": "gpt-3.5-turbo-0125"}},
+    "usage": USAGE,
 }
 
 
@@ -120,6 +132,11 @@ def gateway_config(variant: str, redis_url: str = "") -> str:
         return to_toml(with_pipeline(config, [n for n in pipeline if n != "access_log"]))
     if variant == "no_metrics":
         return to_toml(with_pipeline(config, [n for n in pipeline if n != "metrics"]))
+    if variant == "with_usage":
+        plugins["usage"] = dict(USAGE)
+        at = pipeline.index("access_log") + 1 if "access_log" in pipeline else 0
+        pipeline[at:at] = ["usage"]
+        return to_toml(with_pipeline(config, pipeline))
     if variant in ("keys_memory", "keys_redis"):
         plugins["auth"] = copy.deepcopy(KEYS_AUTH)
         store = {"store": "memory"} if variant == "keys_memory" else {"store": "redis"}

@@ -176,6 +176,7 @@ def goals(results: Mapping[str, TargetResult], events: int) -> list[Goal]:
     out.append(memory_goal(default, nginx))
     out.append(access_log_goal(results, default))
     out.append(metrics_goal(results, default))
+    out.append(usage_goal(results))
     out.append(redis_goal(results))
     out.append(workers_goal(results))
     times = _share(default, peer, rps)
@@ -198,6 +199,15 @@ def metrics_goal(results: Mapping[str, TargetResult], default: TargetResult | No
         f"{without.instructions:,} without)"
     )
     return _goal("metrics ≤ 5 % of the default pipeline's instructions", cost, detail, at_most=0.05)
+
+
+def usage_goal(results: Mapping[str, TargetResult]) -> Goal:
+    """The usage ledger's share of the default pipeline's throughput, both in turns."""
+    with_usage, without = measured(results, "turns_with_usage"), measured(results, "turns_default")
+    kept = _share(with_usage, without, rps)
+    cost = None if kept is None else 1 - kept
+    detail = "not measured" if cost is None else f"{cost * 100:.1f} % of throughput (in turns)"
+    return _goal("usage ≤ 5 % of the default pipeline's throughput", cost, detail, at_most=0.05)
 
 
 def redis_goal(results: Mapping[str, TargetResult]) -> Goal:

@@ -169,6 +169,16 @@ def all_targets() -> list[Target]:
             memory=False,
             throughput_only=True,
         ),
+        # The usage ledger's cost on the default pipeline (issue 16: at most 5 %).
+        Target(
+            "turns_with_usage",
+            "default pipeline + usage (in turns)",
+            "gateway",
+            *passthrough,
+            variant="with_usage",
+            memory=False,
+            throughput_only=True,
+        ),
         Target(
             "turns_no_metrics",
             "default pipeline - metrics (in turns)",

@@ -1,4 +1,5 @@
-"""The ``gateway`` command: ``run``, ``check``, ``plugins``, ``keygen``, ``demo``, ``simulate``."""
+"""The ``gateway`` command: ``run``, ``check``, ``plugins``, ``keygen``, ``usage``, ``demo``,
+``simulate``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 from collections.abc import Coroutine, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol, cast
 
 from gateway import __version__
 from gateway.errors import ConfigError
@@ -91,6 +92,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print name, key, sha256 and config line as JSON"
     )
     keygen.set_defaults(func=cmd_keygen)
+
+    usage = commands.add_parser(
+        "usage",
+        help="totals from the usage ledger by key, team, model, route or day",
+        description=(
+            "Print totals from the usage ledger that [plugins.usage] writes: requests, errors, "
+            "tokens, mean duration and bytes, by key, team, model, route or day (UTC). "
+            "Times: 2026-11-01, 2026-11-01T12:00 (UTC unless an offset is given), today, 7d, 12h."
+        ),
+    )
+    usage.add_argument("-c", "--config", help=CONFIG_HELP)
+    usage.add_argument(
+        "--store", help="the ledger: a SQLite file or a postgresql:// URL (default: the config's)"
+    )
+    usage.add_argument("--since", help="from this time on (default: the start of this month)")
+    usage.add_argument("--until", help="before this time (default: now)")
+    usage.add_argument(
+        "--by",
+        default="key",
+        choices=("key", "team", "model", "route", "day", "credential", "upstream"),
+        help="what to total by (key)",
+    )
+    usage.add_argument(
+        "--format", default="table", choices=("table", "csv", "json"), help="output (table)"
+    )
+    usage.set_defaults(func=cmd_usage)
 
     demo = commands.add_parser(
         "demo",
@@ -200,6 +227,44 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     print("Paste into config.toml, under [plugins.auth]:\n")
     print(f"    {line}")
     return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    # The report is the installed `usage` plugin's (gateway_plugins.usage, or a
+    # replacement registered under that name): the engine does not import plugins, and
+    # the ledger's modules (and a database driver) load only for this command.
+    from gateway.registry import PluginLoadError, load_plugin_class
+
+    try:
+        ledger = cast("UsageReporter", load_plugin_class("usage"))
+    except PluginLoadError as exc:
+        print(f"gateway usage: {exc}", file=sys.stderr)
+        return 1
+    location = args.store
+    if location is None:
+        from gateway.running import load
+
+        runtime = load(args.config)
+        configured = [p for p in runtime.plugins if p.name == "usage"]
+        location = configured[0].config.store if configured else ledger.Config().store
+    status, text = asyncio.run(
+        ledger.usage_report(
+            location, by=args.by, since=args.since, until=args.until, output=args.format
+        )
+    )
+    print(text, file=sys.stdout if status == 0 else sys.stderr)
+    return status
+
+
+class UsageReporter(Protocol):
+    """What `gateway usage` needs of the ``usage`` plugin class."""
+
+    Config: type[Any]
+
+    @staticmethod
+    def usage_report(
+        location: str, *, by: str, since: str | None, until: str | None, output: str
+    ) -> Coroutine[Any, Any, tuple[int, str]]: ...
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

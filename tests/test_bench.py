@@ -161,8 +161,13 @@ def test_plugin_costs_and_two_workers_are_judged_in_the_same_run() -> None:
         "gw_keys_redis": row("gw_keys_redis", cpu=115),
         "turns_default": row("turns_default", cpu=100, rps=1000),
         "turns_default_w2": row("turns_default_w2", cpu=105, rps=1500),
+        "turns_with_usage": row("turns_with_usage", rps=970),
     }
     lines = [g.line() for g in goals(runs, 200)]
+    assert (
+        "**PASS** usage ≤ 5 % of the default pipeline's throughput: 3.0 % of throughput (in turns)"
+        in lines
+    )
     assert (
         "**PASS** metrics ≤ 5 % of the default pipeline's instructions: "
         "3.3 % (600,000 with it, 580,000 without)"

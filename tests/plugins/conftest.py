@@ -1,12 +1,14 @@
-"""Fixtures for plugin tests that need a real Redis server."""
+"""Fixtures for plugin tests that need a real Redis or PostgreSQL server."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
+from tests.postgres_server import POSTGRES_BIN, PostgresServer
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 StartRedis = Callable[..., Awaitable[RedisServer]]
@@ -38,3 +40,28 @@ async def start_redis() -> AsyncIterator[StartRedis]:
 async def redis_server(start_redis: StartRedis) -> RedisServer:
     """One private Redis server for the test."""
     return await start_redis()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (``initdb`` takes seconds); each test that
+    uses it gets a database of its own from `postgres_url`.
+
+    Skips the test when PostgreSQL is not installed.
+    """
+    if POSTGRES_BIN is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed, but CI must run the PostgreSQL tests")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database(f"test_{next(_databases)}")

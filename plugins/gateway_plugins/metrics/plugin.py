@@ -95,6 +95,9 @@ class Metrics(Plugin):
         self.metrics.observe_ratelimit_store(
             breakers.get("opened", 0), breakers.get("closed", 0), breakers.get("open", 0)
         )
+        # The usage ledger's lost rows, as its status counts them.
+        dropped = statuses.get("usage", {}).get("rows_dropped", 0)
+        self.metrics.observe_usage_dropped(dropped if isinstance(dropped, int) else 0)
         # Off the event loop: collecting may read /proc or the multiprocess files.
         body = await asyncio.to_thread(self.metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

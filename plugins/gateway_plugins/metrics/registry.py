@@ -158,6 +158,13 @@ class GatewayMetrics:
             registry=r,
         )
         self._store_transitions_seen = {"open": 0, "closed": 0}
+        self.usage_rows_dropped = Counter(
+            "gateway_usage_rows_dropped",
+            "Usage ledger rows lost: refused by the writer's full queue, or in a batch the "
+            "database did not take.",
+            registry=r,
+        )
+        self._usage_dropped_seen = 0
         self.failovers = Counter(
             "gateway_credential_failovers",
             "Requests retried on another upstream credential, by upstream.",
@@ -203,6 +210,13 @@ class GatewayMetrics:
             if count > seen:
                 self.ratelimit_store_transitions.labels(state).inc(count - seen)
                 self._store_transitions_seen[state] = count
+
+    def observe_usage_dropped(self, dropped: int) -> None:
+        """Bring the ledger's dropped rows up to the ``usage`` plugin's count (at scrape time)."""
+        if dropped > self._usage_dropped_seen:
+            self.usage_rows_dropped.inc(dropped - self._usage_dropped_seen)
+        # A new ledger (another store after a reload) counts from 0 again.
+        self._usage_dropped_seen = dropped
 
     def exposition(self) -> bytes:
         """The text format of every metric (blocking: file reads in multiprocess mode)."""

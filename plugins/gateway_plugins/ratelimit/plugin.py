@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -30,6 +29,7 @@ from gateway_plugins.ratelimit.answers import limit_headers, rejection, whole_se
 from gateway_plugins.ratelimit.breaker import STORE_HEALTH
 from gateway_plugins.ratelimit.config import RateLimitConfig
 from gateway_plugins.ratelimit.memory_store import SHARED
+from gateway_plugins.ratelimit.quotas import BOARDS, QuotaBoard
 from gateway_plugins.ratelimit.rules import Rule
 from gateway_plugins.ratelimit.store import (
     Check,
@@ -98,6 +98,10 @@ class RateLimit(Plugin):
         self._store = store
         self._given_store = store is not None
         self._started = False
+        #: What each quota counter has left, for `status` (shared by instances of a prefix
+        #: while they run; a board of its own until then).
+        self.quotas = QuotaBoard()
+        self._has_quotas = any(rule.period is not None for rule in self.rules)
         tokens = any(rule.kind == "tokens" for rule in self.rules)
         settles = tokens or any(rule.kind == "concurrency" for rule in self.rules)
         # Plain rates and request quotas cost nothing per chunk or at the end.
@@ -111,14 +115,6 @@ class RateLimit(Plugin):
 
     def uses(self, hook: str) -> bool:
         return self._used.get(hook, False)
-
-    def status(self) -> Mapping[str, Any]:
-        """The counters' store: its kind and its circuit breakers (this process's)."""
-        if not self.rules:
-            return {}
-        health = STORE_HEALTH
-        breakers = {"opened": health.opened, "closed": health.closed, "open": health.open_now}
-        return {"store": {"kind": self.store_kind, "breakers": breakers}}
 
     @property
     def per_process_state(self) -> str | None:
@@ -165,17 +161,32 @@ class RateLimit(Plugin):
                 log_fields={"fail_open": config.fail_open},
             )
         await self._store.start()
+        self.quotas = BOARDS.open(self.config.key_prefix)
         self._started = True
 
     async def shutdown(self) -> None:
         if not self._started:
             return
         self._started = False
+        BOARDS.close(self.config.key_prefix)
         await self.store.close()
         if not self._given_store:
             if self.store_kind == "memory":
                 SHARED.close(self.config.key_prefix)
             self._store = None
+
+    def status(self) -> dict[str, Any]:
+        """The counters' store (its kind and this process's circuit breakers), and what each
+        quota counter (``requests``/``tokens`` rules) has left, per key or team, as
+        `QuotaBoard` saw it last (for the admin page)."""
+        if not self.rules:
+            return {}
+        health = STORE_HEALTH
+        breakers = {"opened": health.opened, "closed": health.closed, "open": health.open_now}
+        report: dict[str, Any] = {"store": {"kind": self.store_kind, "breakers": breakers}}
+        if self._has_quotas:
+            report["quotas"] = self.quotas.entries()
+        return report
 
     async def on_request(self, ex: Exchange) -> None:
         rules = [rule for rule in self.rules if rule.applies_to(ex)]
@@ -212,6 +223,8 @@ class RateLimit(Plugin):
                 "the rate-limit store is unavailable; try again later",
                 headers={"Retry-After": str(max(1, whole_seconds(exc.retry_after)))},
             ) from None
+        if self._has_quotas:
+            self.quotas.note(checks, decision)
         if not decision.admitted:
             del ex.state[_ADMISSION]
             hit, error = rejection(decision)
@@ -284,3 +297,4 @@ class RateLimit(Plugin):
             # If it fails, slots free themselves when their lease ends, and
             # reservations stay charged.
             await self.store.settle(slots, charges, admission.slot_id)
+            self.quotas.settle(charges)

@@ -1,0 +1,144 @@
+"""`SQLiteStore`: the default ledger, a SQLite file in WAL mode: `gateway run` needs nothing else.
+
+sqlite3 blocks, so every call runs on one thread of its own (a connection is used by
+one thread at a time, and writes are serialised as SQLite wants them), off the event
+loop.  WAL mode lets `gateway usage` and the admin page read while the gateway writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import schema
+from .row import COLUMNS, UsageRow
+from .schema import SQLITE
+from .store import UsageStore, UsageStoreError
+
+T = TypeVar("T")
+
+_INSERT = (
+    f"INSERT INTO {schema.TABLE} ({', '.join(COLUMNS)}) "
+    f"VALUES ({SQLITE.placeholders(len(COLUMNS))})"
+)
+
+
+class SQLiteStore(UsageStore):
+    """The ledger in the SQLite file at ``path`` (created with its folder if missing)."""
+
+    dialect = SQLITE
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def open(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-sqlite")
+        await self._run(self._connect)
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, connection.close)
+        thread.shutdown(wait=True)
+
+    async def insert_many(self, rows: Sequence[UsageRow]) -> None:
+        values = [row.values() for row in rows]
+
+        def insert(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.executemany(_INSERT, values)
+
+        await self._run_on_connection(insert)
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        def fetch(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            return [dict(record) for record in db.execute(sql, list(params))]
+
+        return await self._run_on_connection(fetch)
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> int:
+        def execute(db: sqlite3.Connection) -> int:
+            with _transaction(db):
+                return db.execute(sql, list(params)).rowcount
+
+        return await self._run_on_connection(execute)
+
+    async def schema_version(self) -> int:
+        return await self._run_on_connection(_version)
+
+    def _connect(self) -> None:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are the explicit ones of `_transaction`,
+            # not sqlite3's implicit ones.
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode, NORMAL loses no committed transaction on a crash of the
+            # process, only on a power cut: a ledger may lose its last batch then.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            _upgrade(db)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise UsageStoreError(f"cannot open the usage ledger {self.path}: {exc}") from exc
+        self._connection = db
+
+    async def _run_on_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._connection is None:
+                raise UsageStoreError("the usage ledger is not open")
+            try:
+                return work(self._connection)
+            except sqlite3.Error as exc:
+                raise UsageStoreError(f"usage ledger {self.path}: {exc}") from exc
+
+        return await self._run(call)
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self._thread is None:
+            raise UsageStoreError("the usage ledger is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+
+
+def _version(db: sqlite3.Connection) -> int:
+    db.execute(schema.create_version_table())
+    found = db.execute(f"SELECT MAX(version) FROM {schema.VERSION_TABLE}").fetchone()
+    return int(found[0] or 0)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    # BEGIN IMMEDIATE takes the write lock at once rather than at the first write, so
+    # that two writers wait for each other (busy_timeout) instead of failing midway.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    # One transaction: two gateways starting on one file upgrade one after the other,
+    # the second finding nothing left to do.
+    with _transaction(db):
+        statements = schema.pending_statements(SQLITE, _version(db))
+        for statement in statements:
+            db.execute(statement)
+        if statements:
+            db.execute(f"DELETE FROM {schema.VERSION_TABLE}")
+            db.execute(
+                f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES (?)",
+                [schema.LATEST_VERSION],
+            )
