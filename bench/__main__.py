@@ -44,7 +44,11 @@ HERE = Path(__file__).resolve().parent
 OPTIONAL = frozenset({"litellm"})
 #: Targets whose instructions per request are counted (when valgrind is installed),
 #: and their config variants: the access log's share of the default pipeline.
-INSTRUCTIONS_OF = {"gw_default": "default", "gw_no_log": "no_access_log"}
+INSTRUCTIONS_OF = {
+    "gw_default": "default",
+    "gw_no_log": "no_access_log",
+    "turns_no_metrics": "no_metrics",
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -189,10 +193,18 @@ def run_all(
             print(f"[{step}/{steps}] latency of {len(latency_turns)} targets in turns", flush=True)
         if with_latency_turns and len(latency_turns) > 1 and latency_turns[0].key == "direct":
             try:
-                for key, wrk_result in measurer.latency_in_turns(latency_turns).items():
-                    by_key[key].latency_turns = wrk_result
+                for key, turns in measurer.latency_in_turns(latency_turns).items():
+                    by_key[key].latency_turns = turns.wrk
+                    by_key[key].cpu_one_connection = turns.cpu_us_per_request
             except Exception as exc:  # the figures measured alone still stand
                 print(f"  failed: {exc}", flush=True)
+        if in_turns:
+            print(f"[{steps}/{steps}] {len(in_turns)} configs in turns", flush=True)
+            try:
+                results += measurer.measure_in_turns(in_turns)
+            except Exception as exc:
+                print(f"  failed: {exc}", flush=True)
+                results += [result_of(t, error=str(exc)) for t in in_turns]
         counted = [r for r in results if r.key in INSTRUCTIONS_OF and not (r.skipped or r.error)]
         if counted and not settings.quick and instructions.available():
             print(f"instructions per request of {len(counted)} configs (callgrind)", flush=True)
@@ -202,13 +214,6 @@ def run_all(
                     r.instructions = found.get(INSTRUCTIONS_OF[r.key])
             except Exception as exc:  # the wall-clock figures still stand
                 print(f"  failed: {exc}", flush=True)
-        if in_turns:
-            print(f"[{steps}/{steps}] {len(in_turns)} configs in turns", flush=True)
-            try:
-                results += measurer.measure_in_turns(in_turns)
-            except Exception as exc:
-                print(f"  failed: {exc}", flush=True)
-                results += [result_of(t, error=str(exc)) for t in in_turns]
     finally:
         procs.stop_all()
     return results

@@ -7,6 +7,7 @@ default config with one change, so that the rows differ in what their names say:
 - ``bare``: ``pipeline = []`` (the ``/v1`` route has no plugins of its own).
 - ``default``: the shipped config as it is (ChatGPT's routes add ``rewrite``).
 - ``no_access_log``: the default pipeline without ``access_log``.
+- ``no_metrics``: the default pipeline without ``metrics``.
 - ``keys_memory``: ``auth`` in keys mode (a client key, a pooled upstream
   credential) and a ``ratelimit`` rule (after ``auth`` if the shipped pipeline
   lacks it), on the in-process store.
@@ -120,6 +121,8 @@ def gateway_config(variant: str, redis_url: str = "") -> str:
         return to_toml(with_pipeline(config, []))
     if variant == "no_access_log":
         return to_toml(with_pipeline(config, [n for n in pipeline if n != "access_log"]))
+    if variant == "no_metrics":
+        return to_toml(with_pipeline(config, [n for n in pipeline if n != "metrics"]))
     if variant in ("keys_memory", "keys_redis"):
         plugins["auth"] = copy.deepcopy(KEYS_AUTH)
         store = {"store": "memory"} if variant == "keys_memory" else {"store": "redis"}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import attrs
 
 from bench import profile
 from bench.load import WrkResult, run_wrk, write_script
@@ -41,6 +42,14 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(coroutine)
     return uvloop.run(coroutine)
+
+
+@attrs.frozen
+class LatencyTurns:
+    """One target's figures from the latency turns: wrk's medians and CPU per request."""
+
+    wrk: WrkResult
+    cpu_us_per_request: float
 
 
 class Measurer:
@@ -145,7 +154,7 @@ class Measurer:
             results.append(result)
         return results
 
-    def latency_in_turns(self, targets: Sequence[Target]) -> dict[str, WrkResult]:
+    def latency_in_turns(self, targets: Sequence[Target]) -> dict[str, LatencyTurns]:
         """Unloaded latency (1 connection) of several targets running at once, in turns.
 
         One 8 s run per target, one after the other, lets a noisy minute of a
@@ -155,24 +164,32 @@ class Measurer:
         """
         seconds = self.settings.latency_seconds
 
-        def turn(target: Target, running: Running) -> WrkResult:
-            return self.wrk_run(target, running, 1, seconds)
+        def turn(target: Target, running: Running) -> tuple[WrkResult, float]:
+            cpu_before = cpu_seconds(running.pid)
+            done = self.wrk_run(target, running, 1, seconds)
+            cpu = cpu_seconds(running.pid) - cpu_before
+            return done, cpu * 1e6 / max(1, done.requests)
 
         runs = self.in_turns(targets, self.settings.latency_rounds, 1, turn)
         medians = {}
         for target in targets:
             done = runs[target.key]
-            medians[target.key] = WrkResult(
-                connections=1,
-                requests=sum(r.requests for r in done),
-                seconds=sum(r.seconds for r in done),
-                p50_us=statistics.median(r.p50_us for r in done),
-                p99_us=statistics.median(r.p99_us for r in done),
-                errors=sum(r.errors for r in done),
+            medians[target.key] = LatencyTurns(
+                WrkResult(
+                    connections=1,
+                    requests=sum(r.requests for r, _ in done),
+                    seconds=sum(r.seconds for r, _ in done),
+                    p50_us=statistics.median(r.p50_us for r, _ in done),
+                    p99_us=statistics.median(r.p99_us for r, _ in done),
+                    errors=sum(r.errors for r, _ in done),
+                ),
+                statistics.median(cpu for _, cpu in done),
             )
             self.log(
-                f"  {target.title}: p50 {medians[target.key].p50_us:.0f} µs, "
-                f"p99 {medians[target.key].p99_us:.0f} µs (medians of {len(done)})"
+                f"  {target.title}: p50 {medians[target.key].wrk.p50_us:.0f} µs, "
+                f"p99 {medians[target.key].wrk.p99_us:.0f} µs, "
+                f"{medians[target.key].cpu_us_per_request:.0f} µs CPU/req "
+                f"(medians of {len(done)})"
             )
         return medians
 

@@ -87,13 +87,14 @@ class Procs:
         name: str,
         argv: Sequence[str],
         *,
-        cpu: int,
+        cpu: int | None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` pinned to ``cpu``; its output goes to ``LOG_DIR/NAME.log``."""
+        """Start ``argv`` pinned to ``cpu`` (``None``: every CPU); its output goes to
+        ``LOG_DIR/NAME.log``."""
         self.stop(name)
-        cpus = {cpu}
+        cpus = set(range(os.cpu_count() or 1)) if cpu is None else {cpu}
 
         def in_child() -> None:
             if self.pin:

@@ -58,6 +58,9 @@ class TargetResult:
     rps_median: float | None = None  # targets measured in turns: the median of the rounds
     #: Unloaded latency measured in turns with direct and nginx: medians of the rounds.
     latency_turns: WrkResult | None = None
+    #: CPU µs per request over one connection (no batching), in the latency turns:
+    #: the steady figure the CPU goals are judged on.
+    cpu_one_connection: float | None = None
     #: Instructions per request under callgrind (`bench.instructions`; full runs only).
     instructions: int | None = None
 

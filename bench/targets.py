@@ -88,6 +88,8 @@ class Target:
     #: Only requests per second and CPU per request, in turns with the other such
     #: targets (a plugin measured alone).
     throughput_only: bool = False
+    #: Gateway worker processes (``--workers``); more than one runs unpinned, on every CPU.
+    workers: int = 1
     #: Seconds allowed to open the memory probe's streams; ``None``: the run's own.
     open_timeout: float | None = None
     #: Probe memory in the process just measured, not a fresh one (slow to start).
@@ -168,6 +170,27 @@ def all_targets() -> list[Target]:
             throughput_only=True,
         ),
         Target(
+            "turns_no_metrics",
+            "default pipeline - metrics (in turns)",
+            "gateway",
+            *passthrough,
+            variant="no_metrics",
+            memory=False,
+            throughput_only=True,
+        ),
+        # Scale-out: the same pipeline with two workers, unpinned (it shares both CPUs
+        # with wrk and the upstream), against the one-worker row of the same rounds.
+        Target(
+            "turns_default_w2",
+            "default pipeline, 2 workers (in turns)",
+            "gateway",
+            *passthrough,
+            variant="default",
+            memory=False,
+            throughput_only=True,
+            workers=2,
+        ),
+        Target(
             "litellm",
             "LiteLLM proxy (peer)",
             "litellm",
@@ -236,6 +259,8 @@ class Launcher:
             config_path.write_text(gateway_configs.gateway_config(target.variant, self.redis_url))
             argv = [self.python, "-m", "gateway", "run", "-c", str(config_path)]
             argv += ["--host", "127.0.0.1", "--port", str(port)]
+            if target.workers > 1:
+                argv += ["--workers", str(target.workers)]
             env = gateway_configs.gateway_env(self.upstream_url)
         elif target.kind == "litellm":
             binary_path = litellm.litellm_binary()
@@ -248,7 +273,8 @@ class Launcher:
             raise ValueError(f"unknown target kind {target.kind!r}")
         # (The bench package is not installed: its own proxy starts from the checkout.)
         cwd = ROOT if target.kind == "minimal" else self.workdir
-        proc = self.procs.start(target.key, argv, cpu=PROXY_CPU, env=env, cwd=cwd)
+        cpu = PROXY_CPU if target.workers == 1 else None
+        proc = self.procs.start(target.key, argv, cpu=cpu, env=env, cwd=cwd)
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_http(base_url + "/", target.startup_timeout, alive=lambda: proc.poll() is None)

@@ -142,7 +142,8 @@ class Forwarder:
         assert upstream is not None and url is not None
         if ex.proxy is None:  # SECURITY: never directly to an upstream that has a proxy
             ex.proxy = self.choose_proxy(upstream)
-        route = ex.route
+        # A route's own timeouts are for its upstream, not for one a plugin switched to.
+        route = ex.route if upstream.name == ex.route.upstream else None
         ex.attempts += 1
         try:
             pool = self.pool(upstream, ex.proxy, url)
@@ -155,8 +156,8 @@ class Forwarder:
                     head,
                     data,
                     chunked,
-                    connect_timeout=route.connect_timeout or upstream.connect_timeout,
-                    idle_timeout=route.idle_timeout or upstream.idle_timeout,
+                    connect_timeout=(route and route.connect_timeout) or upstream.connect_timeout,
+                    idle_timeout=(route and route.idle_timeout) or upstream.idle_timeout,
                 )
         except ProxyConnectError as exc:
             if ex.proxy is not None:

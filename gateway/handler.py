@@ -20,7 +20,7 @@ from aiohttp import HttpVersion10, HttpVersion11, web
 from multidict import istr
 from yarl import URL
 
-from gateway.body import request_body
+from gateway.attempts import call_upstream
 from gateway.drain import end_answer, ended_by_drain
 from gateway.errors import (
     BadRequest,
@@ -31,12 +31,10 @@ from gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    UpstreamError,
 )
 from gateway.headers import (
     allow_list,
     client_address,
-    strip_hop_by_hop,
     upstream_request_headers,
 )
 from gateway.ids import new_id
@@ -52,7 +50,6 @@ logger = structlog.get_logger("gateway")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Answers up to this size, of known length, that no body hook wants, go out in one write.
 _SMALL_ANSWER = 64 * 1024
-_MAX_ATTEMPTS = 8
 # (istr: a CIMultiDict keeps an istr copy of a plain str key once iterated.)
 _X_ACCEL_BUFFERING = istr("X-Accel-Buffering")
 _HTTP_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
@@ -217,6 +214,7 @@ def new_exchange(
         request_id=request_id,
         # SECURITY: the upstream's proxy from the start, for every plugin that calls out too.
         proxy=runtime.forwarder.choose_proxy(upstream),
+        upstreams=config.upstreams,
         max_body_size=config.server.max_body_size,
         body_idle_timeout=config.server.client_idle_timeout,
         max_event_size=config.server.max_event_size,
@@ -241,7 +239,7 @@ async def run_exchange(
             )
         if ex.upstream is None:
             raise NotFound(f"no plugin answered {ex.method} {ex.path}")
-        return await forward(runtime, pipeline, ex)
+        return await call_upstream(runtime.forwarder, pipeline, ex)
     except GatewayError as exc:
         return await answer_locally(ex, pipeline, exc.response(), None), exc
 
@@ -260,44 +258,6 @@ async def answer_locally(
         return response
     replaced, _ = await pipeline.run_response(ex, before)
     return replaced or response
-
-
-async def forward(
-    runtime: Runtime, pipeline: Pipeline, ex: Exchange
-) -> tuple[web.StreamResponse | UpstreamResponse, BaseException | None]:
-    """Call the upstream (again if a plugin asks and it is safe) until an answer is chosen.
-
-    Returns the upstream's answer, to stream back, or the response a response
-    hook put in its place; and the error, if any.
-    """
-    data, replayable = await request_body(ex)
-    while True:
-        ex.can_retry = replayable and ex.attempts + 1 < _MAX_ATTEMPTS
-        ex.upstream_status = None  # a discarded answer's status must not linger
-        upstream = await runtime.forwarder.send(ex, data)
-        if not 100 <= upstream.status <= 599:
-            upstream.close()
-            raise UpstreamError(
-                f"upstream answered an invalid status {upstream.status}", kind="failed"
-            )
-        ex.upstream_status = ex.status = upstream.status
-        ex.upstream_response = upstream
-        ex.response_headers = strip_hop_by_hop(upstream.header_list)
-        upstream.forget_headers()  # not held for the length of a stream
-        try:
-            replaced, error = await pipeline.run_response(ex)
-        except BaseException:
-            upstream.close()
-            raise
-        if replaced is not None:
-            upstream.close()
-            return replaced, error
-        if not ex.retry_requested:
-            return upstream, None
-        ex.retry_requested = False
-        upstream.close()
-        if replayable:
-            data = ex.body  # a plugin may have changed it before asking again
 
 
 async def stream_back(

@@ -26,7 +26,14 @@ EventHook = Callable[[Exchange, SSEEvent], Awaitable[SSEEvent | Sequence[SSEEven
 class Pipeline:
     """The ordered plugins of one route, with their hooks sorted out."""
 
-    __slots__ = ("body_stages", "complete_hooks", "plugins", "request_hooks", "response_hooks")
+    __slots__ = (
+        "body_stages",
+        "complete_hooks",
+        "plugins",
+        "request_hooks",
+        "response_hooks",
+        "upstream_error_hooks",
+    )
 
     def __init__(self, plugins: Sequence[Plugin]) -> None:
         self.plugins = tuple(plugins)
@@ -36,6 +43,9 @@ class Pipeline:
         ]
         backwards = list(enumerate(plugins))[::-1]
         self.response_hooks = [(i, p.on_response) for i, p in backwards if p.uses("on_response")]
+        self.upstream_error_hooks = [
+            p.on_upstream_error for _, p in backwards if p.uses("on_upstream_error")
+        ]
         self.complete_hooks = [p.on_complete for _, p in backwards if p.uses("on_complete")]
         stages: list[tuple[str, list[Any]]] = []
         for _, plugin in backwards:
@@ -64,6 +74,23 @@ class Pipeline:
             if response is not None:
                 return response, index, None
         return None, len(self.plugins), None
+
+    async def run_upstream_error(self, ex: Exchange, error: GatewayError) -> GatewayError:
+        """Run ``on_upstream_error`` hooks in reverse until one asks for a retry.
+
+        Returns the error to answer with: ``error``, or one a hook raised instead
+        (which the hooks after it then see).
+        """
+        for hook in self.upstream_error_hooks:
+            try:
+                await hook(ex, error)
+            except GatewayError as exc:
+                error = exc
+                ex.retry_requested = False
+                continue
+            if ex.retry_requested:
+                break
+        return error
 
     async def run_response(
         self, ex: Exchange, before: int | None = None

@@ -5,6 +5,8 @@ The gateway builds, for every route, the list of plugins named by the config and
 calls only the hooks each plugin overrides:
 
 - ``on_request`` in pipeline order, before the upstream is called;
+- ``on_upstream_error`` in reverse pipeline order, when the upstream could not
+  be reached or gave no answer head in time (a plugin may switch upstream and retry);
 - ``on_response``, ``on_chunk``, ``on_event`` and ``on_complete`` in reverse
   pipeline order, as Envoy's encoder filters do: the first plugin sees the final
   response.
@@ -15,7 +17,7 @@ calls only the hooks each plugin overrides:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -26,7 +28,7 @@ from yarl import URL
 
 from gateway import jsonbody
 from gateway.body import read_limited
-from gateway.errors import BadRequest, UnsupportedMediaType
+from gateway.errors import BadRequest, GatewayError, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
@@ -36,7 +38,14 @@ if TYPE_CHECKING:
 __all__ = ["HOOKS", "Exchange", "Identity", "Plugin", "SSEEvent", "Usage"]
 
 #: The names of the per-request hooks, in the order a request meets them.
-HOOKS = ("on_request", "on_response", "on_chunk", "on_event", "on_complete")
+HOOKS = (
+    "on_request",
+    "on_upstream_error",
+    "on_response",
+    "on_chunk",
+    "on_event",
+    "on_complete",
+)
 
 
 @attrs.frozen
@@ -80,6 +89,13 @@ class Plugin:
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
         """Inspect or change the upstream request; return a response to answer now."""
         return None
+
+    async def on_upstream_error(self, ex: Exchange, error: GatewayError) -> None:
+        """The upstream could not be reached, refused, or timed out before its answer's head.
+
+        ``error`` is what the client will get unless a plugin retries (``ex.retry()``,
+        after ``ex.use_upstream(...)`` to try another upstream, say) or raises another.
+        """
 
     async def on_response(self, ex: Exchange) -> None:
         """Inspect or change the status and headers before the client sees them."""
@@ -234,6 +250,8 @@ class Exchange:
     #: upstream breaks off mid-body (an error event, say): the hooks then get their final
     #: call and the answer ends cleanly, where the gateway would abort the connection.
     ends_broken_body: bool = False
+    #: The config's upstreams, by name (what `use_upstream` may switch to).
+    _upstreams: Mapping[str, UpstreamConfig] = attrs.Factory(dict)
     _log: Any = None
 
     @property
@@ -301,13 +319,43 @@ class Exchange:
         return await self.upstream_response.read_ahead(limit)
 
     def retry(self) -> bool:
-        """From ``on_response``: discard this upstream answer and send the request again.
+        """From ``on_response`` or ``on_upstream_error``: send the request again.
 
-        Returns whether the retry will happen: only while no byte has reached the
-        client, the body can be replayed (it was read, or there was none) and
-        attempts are left.  A plugin changes what it must (a credential, say)
-        before asking; the plugins after it in the response order never see the
-        discarded answer.
+        An answer the upstream gave is discarded.  Returns whether the retry will
+        happen: only while no byte has reached the client, the body can be replayed
+        (it was read, or there was none) and attempts are left.  A plugin changes
+        what it must (a credential, the upstream with `use_upstream`) before asking;
+        the plugins after it in the response order never see the discarded answer.
         """
         self.retry_requested = self.can_retry
         return self.retry_requested
+
+    def use_upstream(
+        self,
+        upstream: UpstreamConfig | str,
+        url: URL | str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send this request (or its retry) to another upstream of the config, at ``url``.
+
+        ``upstream`` is an ``[upstreams.<name>]`` config or its name (`KeyError` if
+        there is none).  The forwarder then uses that upstream's connections, proxies,
+        TLS settings and timeouts (a route's own timeouts apply to the route's upstream
+        only).  The headers sent are ``headers`` when given, else the current ones;
+        either way without the headers the previous upstream's config adds, and with
+        the new one's.
+        """
+        if isinstance(upstream, str):
+            upstream = self._upstreams[upstream]
+        previous = self.upstream
+        sent = CIMultiDict(headers) if headers is not None else self.upstream_headers
+        if previous is not None:
+            for name in previous.headers:
+                sent.popall(name, None)
+        sent.update(upstream.headers)
+        self.upstream_headers = sent
+        self.upstream = upstream
+        self.upstream_url = url if isinstance(url, URL) else URL(url)
+        # SECURITY: the new upstream's own proxies (the forwarder chooses one), never the
+        # previous upstream's.
+        self.proxy = None
