@@ -116,7 +116,7 @@ class FlakyUpstream:
         self.recorder = Recorder()
         self.mode: Mode = "ok"
         self.status = 500
-        self.hang_for = 10.0
+        self.hang_for = 3.0
         self.app = openai_upstream(name, self.recorder)
         self.app.middlewares.insert(0, self._fail)
         self.runner = web.AppRunner(self.app)

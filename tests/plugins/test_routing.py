@@ -21,6 +21,7 @@ from gateway.testing.recorder import Recorder
 from plugins.gateway_plugins.routing import DEPLOYMENT_HEADER, Routing
 from tests.conftest import RunningGateway, StartGateway
 from tests.model_upstreams import AZURE_KEY, FlakyUpstream, azure_upstream, openai_upstream
+from tests.plugins.conftest import StartRedis
 
 ALICE, BOB = "sk-gw-alice", "sk-gw-bob"
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
@@ -47,7 +48,9 @@ async def upstreams(
     await flaky.stop()
 
 
-def config(up: Upstreams, max_attempts: int = 3, auth: str = 'mode = "passthrough"') -> str:
+def config(
+    up: Upstreams, max_attempts: int = 3, auth: str = 'mode = "passthrough"', store: str = ""
+) -> str:
     return f"""
 pipeline = ["access_log", "auth", "routing"]
 
@@ -56,6 +59,7 @@ pipeline = ["access_log", "auth", "routing"]
 
 [plugins.routing]
 max_attempts = {max_attempts}
+{store}
 
 [plugins.routing.outlier_detection]
 consecutive_failures = 2
@@ -91,6 +95,12 @@ fallbacks = ["azure-4o"]
 [[plugins.routing.models."flaky-4o".deployments]]
 upstream = "flaky"
 model = "flaky-model"
+
+[plugins.routing.models."limited"]
+[[plugins.routing.models."limited".deployments]]
+upstream = "openai"
+model = "gpt-4o-mini"
+rpm = 2
 
 [plugins.routing.models."text-*"]
 [[plugins.routing.models."text-*".deployments]]
@@ -340,7 +350,13 @@ async def test_keys_models_restrictions_and_models_list(
     bob, alice = sdk(gateway, BOB), sdk(gateway, ALICE)
     assert [m.id async for m in bob.models.list()] == ["gpt-4o", "flaky-4o"]
     listed = [m.id async for m in alice.models.list()]
-    assert listed == ["gpt-4o", "azure-4o", "spread", "flaky-4o"]  # wildcards are not listed
+    assert listed == [
+        "gpt-4o",
+        "azure-4o",
+        "spread",
+        "flaky-4o",
+        "limited",
+    ]  # wildcards are not listed
     assert (await bob.models.retrieve("gpt-4o")).id == "gpt-4o"
     with pytest.raises(openai.NotFoundError):
         await bob.models.retrieve("azure-4o")  # bob may not use it: not found for him
@@ -358,3 +374,47 @@ async def test_keys_models_restrictions_and_models_list(
     assert upstreams.openai.requests == []
     await bob.close()
     await alice.close()
+
+
+@pytest.mark.parametrize("failure", ["refuse", "reset", "hang"])
+async def test_falls_back_when_unreachable_or_silent(
+    start_gateway: StartGateway, upstreams: Upstreams, failure: str
+) -> None:
+    gateway = await start_gateway(config(upstreams))
+    if failure == "refuse":
+        await upstreams.flaky.refuse()
+    else:
+        upstreams.flaky.fail(failure)  # type: ignore[arg-type]
+    client = sdk(gateway)
+    stream = await client.chat.completions.with_raw_response.create(
+        model="flaky-4o", messages=[{"role": "user", "content": "still here"}], stream=True
+    )
+    assert stream.headers[DEPLOYMENT_HEADER] == "azure/my-4o-deployment"
+    chunks = [chunk async for chunk in stream.parse() if chunk.choices]
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert text.startswith("You said: still here")
+    # Refused: nothing reached it; reset or silent (idle_timeout 1s): it got the request.
+    assert len(upstreams.flaky.recorder.requests) == (0 if failure == "refuse" else 1)
+    assert upstreams.azure.last.json_body["stream"] is True
+    await client.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_deployment_rpm_limit(
+    start_gateway: StartGateway, upstreams: Upstreams, store: str, start_redis: StartRedis
+) -> None:
+    settings = 'store = "memory"'
+    if store == "redis":
+        redis = await start_redis()
+        settings = f'store = "redis"\nredis_url = "{redis.url}"'
+    gateway = await start_gateway(config(upstreams, store=settings))
+    for _ in range(2):
+        status, _, _ = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "limited"})
+        assert status == 200
+    status, headers, body = await post(
+        gateway, "/v1/chat/completions", {**CHAT, "model": "limited"}
+    )
+    assert status == 429
+    assert int(headers["Retry-After"]) >= 1
+    assert b"at its limit" in body
+    assert len(upstreams.openai.requests) == 2  # the third never left the gateway

@@ -24,11 +24,19 @@ from typing import Any
 
 import attrs
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import GatewayConfig, UpstreamConfig
 from gateway.context import GatewayContext
-from gateway.errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests, UpstreamError
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    ServiceUnavailable,
+    TooManyRequests,
+    UpstreamError,
+)
 from gateway.plugin import Exchange, Plugin
 
 from .config import RoutingConfig
@@ -54,6 +62,8 @@ class _Attempts:
     body: dict[str, Any]
     asked: str
     plan: list[tuple[PublicModel, Deployment]]
+    #: The headers the pipeline gave the request, without any upstream's own.
+    headers: CIMultiDict[str]
     tried: int = 0
     current: Deployment | None = None
     #: Seconds until a deployment skipped for its limits may take requests again.
@@ -130,7 +140,10 @@ class Routing(Plugin):
             in_flight=self.in_flight,
             rng=self.rng,
         )
-        attempts = _Attempts(body, asked, plan)
+        headers = CIMultiDict(ex.upstream_headers)
+        for name in ex.upstream.headers if ex.upstream is not None else ():
+            headers.popall(name, None)
+        attempts = _Attempts(body, asked, plan, headers)
         ex.state[_STATE] = attempts
         if not await self.next_deployment(ex, attempts):
             if attempts.limited:
@@ -157,7 +170,7 @@ class Routing(Plugin):
         if ex.response_headers is not None:
             ex.response_headers[DEPLOYMENT_HEADER] = attempts.current.name
 
-    async def on_upstream_error(self, ex: Exchange, error: BaseException) -> None:
+    async def on_upstream_error(self, ex: Exchange, error: GatewayError) -> None:
         """The deployment could not be reached or timed out before its head: try the next."""
         attempts: _Attempts | None = ex.state.get(_STATE)
         if attempts is None or attempts.current is None:
@@ -213,15 +226,11 @@ class Routing(Plugin):
         url = URL(upstream.url.rstrip("/") + mapped.path, encoded=True)
         if mapped.query:
             url = url.update_query(mapped.query)
-        headers = ex.upstream_headers
-        if ex.upstream is not None and ex.upstream is not upstream:
-            for name in ex.upstream.headers:
-                headers.popall(name, None)
-        headers.update(upstream.headers)
+        # From the headers the request came with each time: one deployment's
+        # credential never follows the request to the next.
+        headers = CIMultiDict(attempts.headers)
         for name in mapped.remove_headers:
             headers.popall(name, None)
         headers.update(mapped.set_headers)
-        ex.upstream = upstream
-        ex.upstream_url = url
-        ex.proxy = None  # the forwarder chooses one of the new upstream's proxies
+        ex.use_upstream(upstream, url, headers)
         ex.set_json({**attempts.body, "model": mapped.model})
