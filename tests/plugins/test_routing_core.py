@@ -11,6 +11,7 @@ from gateway.config import structure
 from plugins.gateway_plugins.routing.config import RoutingConfig
 from plugins.gateway_plugins.routing.health import InFlight, OutlierDetector
 from plugins.gateway_plugins.routing.kinds import map_request
+from plugins.gateway_plugins.routing.limits import DeploymentLimits
 from plugins.gateway_plugins.routing.plan import attempt_plan, weighted_order
 from plugins.gateway_plugins.routing.table import ModelTable
 
@@ -229,3 +230,41 @@ def test_azure_kind_puts_the_deployment_in_the_path(path: str, upstream_path: st
     assert mapped.query == {"api-version": "2024-10-21"}
     assert mapped.set_headers == {"api-key": "az"}
     assert mapped.remove_headers == ("Authorization",)
+
+
+async def test_tpm_skips_a_deployment_for_the_rest_of_its_minute() -> None:
+    now = [600.0]
+    models = table(
+        routing_config(
+            {"models": {"m": {"deployments": [{"upstream": "u", "model": "x", "tpm": 100}]}}}
+        )
+    )
+    deployment = models.deployments()["u/x"]
+    limits = DeploymentLimits(
+        models.deployments(), store="memory", redis_url="", key_prefix="t:", clock=lambda: now[0]
+    )
+    await limits.start()
+    assert await limits.admit(deployment, "r1") is None
+    limits.used(deployment, 60)
+    assert await limits.admit(deployment, "r2") is None
+    limits.used(deployment, 60)  # 120: over, the answer's size was unknown beforehand
+    now[0] = 615.0
+    assert await limits.admit(deployment, "r3") == 45.0
+    now[0] = 660.0  # a new minute
+    assert await limits.admit(deployment, "r4") is None
+    await limits.close()
+
+
+async def test_rpm_admits_a_minute_of_requests_then_says_when() -> None:
+    models = table(
+        routing_config(
+            {"models": {"m": {"deployments": [{"upstream": "u", "model": "x", "rpm": 3}]}}}
+        )
+    )
+    deployment = models.deployments()["u/x"]
+    limits = DeploymentLimits(models.deployments(), store="memory", redis_url="", key_prefix="r:")
+    await limits.start()
+    assert [await limits.admit(deployment, f"r{i}") for i in range(3)] == [None, None, None]
+    wait = await limits.admit(deployment, "r4")
+    assert wait is not None and 0 < wait <= 20.0  # one request every 20 s at 3 a minute
+    await limits.close()
