@@ -13,8 +13,8 @@ default config with one change, so that the rows differ in what their names say:
   lacks it), on the in-process store.
 - ``keys_redis``: the same limits on Redis.
 - ``only:NAME``: the bare config plus one plugin in the global pipeline
-  (``rewrite`` aliasing the model, ``ratelimit`` with the rule below, the rest
-  as shipped).
+  (``rewrite`` aliasing the model, ``ratelimit`` with the rule below, ``routing``
+  sending the model to one deployment, the rest as shipped).
 
 Routes that ``skip`` or configure a plugin the variant no longer runs lose
 that skip or table (the config would be invalid otherwise).  Every upstream gets
@@ -37,7 +37,10 @@ CLIENT_KEY = "gw-bench-client-key-0123456789abcdef"
 CLIENT_KEY_SHA256 = hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
 MAX_CONNECTIONS = 20000
 #: Plugins measured one at a time on the bare config: throughput with each on and off.
-ABLATION = ("access_log", "metrics", "cors", "auth", "upstream_proxy", "rewrite", "ratelimit")
+ABLATION = (
+    *("access_log", "metrics", "cors", "auth", "upstream_proxy", "rewrite", "ratelimit"),
+    "routing",
+)
 
 KEYS_AUTH: dict[str, Any] = {
     "mode": "keys",
@@ -52,6 +55,14 @@ RATE_RULE = {"name": "bench-rate", "key": "identity", "rate": "100000/s", "burst
 ALONE: dict[str, dict[str, Any]] = {
     "ratelimit": {"store": "memory", "rules": [RATE_RULE]},
     "rewrite": {"model_aliases": {"gpt-3.5-turbo": "gpt-3.5-turbo-0125"}},
+    # The bench's model, on one deployment of the upstream the route already has.
+    "routing": {
+        "models": {
+            "gpt-3.5-turbo": {
+                "deployments": [{"upstream": "openai", "model": "gpt-3.5-turbo-0125"}]
+            }
+        }
+    },
 }
 
 

@@ -248,6 +248,8 @@ async def test_unknown_model_is_404_before_any_upstream(
             model="gpt-5-nonexistent", messages=[{"role": "user", "content": "x"}]
         )
     assert caught.value.code == "model_not_found"
+    status, _, body = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "x" * 100_000})
+    assert status == 404 and len(body) < 1000  # the name is not echoed whole
     status, _, body = await post(gateway, "/v1/chat/completions", {"messages": []})
     assert status == 400 and b"model" in body
     assert upstreams.openai.requests == upstreams.azure.requests == []

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import attrs
 import pytest
 
 from gateway.config import structure
+from plugins.gateway_plugins.routing import Routing
 from plugins.gateway_plugins.routing.config import RoutingConfig
 from plugins.gateway_plugins.routing.health import InFlight, OutlierDetector
 from plugins.gateway_plugins.routing.kinds import map_request
@@ -268,3 +270,12 @@ async def test_rpm_admits_a_minute_of_requests_then_says_when() -> None:
     wait = await limits.admit(deployment, "r4")
     assert wait is not None and 0 < wait <= 20.0  # one request every 20 s at 3 a minute
     await limits.close()
+
+
+def test_workers_are_told_what_each_keeps_alone() -> None:
+    config = routing_config()  # an rpm limit on the in-process store
+    message = Routing(config).per_process_state
+    assert message is not None
+    assert "rpm limits" in message and "deployment health" in message
+    redis = attrs.evolve(config, store="redis", redis_url="redis://127.0.0.1:1/0")
+    assert "rpm" not in (Routing(redis).per_process_state or "")

@@ -26,7 +26,8 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist or you do not have access to it.")
+        shown = model if len(model) <= 256 else model[:256] + "..."
+        super().__init__(f"The model '{shown}' does not exist or you do not have access to it.")
 
 
 def _entry(name: str) -> dict[str, Any]:

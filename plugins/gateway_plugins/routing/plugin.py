@@ -100,6 +100,18 @@ class Routing(Plugin):
         self.rng = rng or random.Random()  # noqa: S311 (load spreading, not secrecy)
         self.upstreams: dict[str, UpstreamConfig] = {}
 
+    @property
+    def per_process_state(self) -> str | None:
+        """What ``gateway run --workers N`` warns about: what each worker learns alone."""
+        if self.limits.rules and self.limits.store_kind == "memory":
+            shared = "rpm limits (set redis_url to share them), "
+        else:
+            shared = ""
+        return (
+            f"routing: with --workers N each worker keeps its own {shared}deployment health "
+            "(outlier ejection), requests in flight and tpm counts"
+        )
+
     def check(self, config: GatewayConfig) -> list[str]:
         unknown = sorted(self.config.upstream_names() - set(config.upstreams))
         if unknown:
