@@ -60,6 +60,8 @@ def attempt_plan(
     rng: random.Random,
 ) -> list[tuple[PublicModel, Deployment]]:
     """The deployments to try for ``model``, each with the public model it serves."""
+    if len(model.deployments) == 1 and not model.fallbacks:
+        return [(model, model.deployments[0])]  # the common case, tried even if ejected
     # Fallbacks are not followed further (a fallback's own fallbacks serve its own
     # requests only), as in LiteLLM.
     chain = [model, *(table.models[name] for name in model.fallbacks if name in table.models)]

@@ -41,7 +41,7 @@ from gateway.plugin import Exchange, Plugin
 
 from .config import RoutingConfig
 from .health import InFlight, OutlierDetector
-from .kinds import ROUTED_PATHS, map_request
+from .kinds import ROUTED_PATHS, UpstreamRequest, map_request
 from .limits import DeploymentLimits
 from .models_list import ModelNotFound, model_answer, models_answer
 from .plan import attempt_plan
@@ -64,6 +64,8 @@ class _Attempts:
     plan: list[tuple[PublicModel, Deployment]]
     #: The headers the pipeline gave the request, without any upstream's own.
     headers: CIMultiDict[str]
+    #: The ``model`` the body sent upstream carries now.
+    sent_model: str = ""
     tried: int = 0
     current: Deployment | None = None
     #: Seconds until a deployment skipped for its limits may take requests again.
@@ -99,6 +101,7 @@ class Routing(Plugin):
         )
         self.rng = rng or random.Random()  # noqa: S311 (load spreading, not secrecy)
         self.upstreams: dict[str, UpstreamConfig] = {}
+        self._targets: dict[tuple[str, str], tuple[URL, UpstreamRequest]] = {}
 
     @property
     def per_process_state(self) -> str | None:
@@ -155,7 +158,7 @@ class Routing(Plugin):
         headers = CIMultiDict(ex.upstream_headers)
         for name in ex.upstream.headers if ex.upstream is not None else ():
             headers.popall(name, None)
-        attempts = _Attempts(body, asked, plan, headers)
+        attempts = _Attempts(body, asked, plan, headers, sent_model=asked)
         ex.state[_STATE] = attempts
         if not await self.next_deployment(ex, attempts):
             if attempts.limited:
@@ -213,7 +216,9 @@ class Routing(Plugin):
         while attempts.tried < len(attempts.plan):
             _, deployment = attempts.plan[attempts.tried]
             attempts.tried += 1
-            wait = await self.limits.admit(deployment, f"{ex.request_id}:{attempts.tried}")
+            wait = None
+            if self.limits.active:
+                wait = await self.limits.admit(deployment, f"{ex.request_id}:{attempts.tried}")
             if wait is not None:
                 attempts.limited.append(wait)
                 continue
@@ -227,10 +232,32 @@ class Routing(Plugin):
             self.in_flight.end(attempts.current.name)
         attempts.current = deployment
         self.in_flight.start(deployment.name)
+        url, mapped = self.target(deployment, ex.path, attempts.asked)
+        # From the headers the request came with each time: one deployment's
+        # credential never follows the request to the next.
+        headers = CIMultiDict(attempts.headers)
+        for name in mapped.remove_headers:
+            headers.popall(name, None)
+        headers.update(mapped.set_headers)
+        ex.use_upstream(self.upstreams[deployment.upstream], url, headers)
+        if mapped.model != attempts.sent_model:  # (an unchanged body is not written again)
+            ex.set_json({**attempts.body, "model": mapped.model})
+            attempts.sent_model = mapped.model
+
+    def target(self, deployment: Deployment, path: str, asked: str) -> tuple[URL, UpstreamRequest]:
+        """The URL and the changes of a request for ``path`` to ``deployment``.
+
+        Cached per deployment and path when the deployment names its model (the
+        cache then holds at most four entries per deployment).
+        """
+        key = (deployment.name, path)
+        cacheable = deployment.model is not None
+        if cacheable and key in self._targets:
+            return self._targets[key]
         mapped = map_request(
             deployment.kind,
-            ex.path,
-            deployment.upstream_model(attempts.asked),
+            path,
+            deployment.upstream_model(asked),
             api_key=deployment.api_key,
             api_version=deployment.api_version,
         )
@@ -238,11 +265,6 @@ class Routing(Plugin):
         url = URL(upstream.url.rstrip("/") + mapped.path, encoded=True)
         if mapped.query:
             url = url.update_query(mapped.query)
-        # From the headers the request came with each time: one deployment's
-        # credential never follows the request to the next.
-        headers = CIMultiDict(attempts.headers)
-        for name in mapped.remove_headers:
-            headers.popall(name, None)
-        headers.update(mapped.set_headers)
-        ex.use_upstream(upstream, url, headers)
-        ex.set_json({**attempts.body, "model": mapped.model})
+        if cacheable:
+            self._targets[key] = (url, mapped)
+        return url, mapped
