@@ -55,12 +55,16 @@ RATE_RULE = {"name": "bench-rate", "key": "identity", "rate": "100000/s", "burst
 ALONE: dict[str, dict[str, Any]] = {
     "ratelimit": {"store": "memory", "rules": [RATE_RULE]},
     "rewrite": {"model_aliases": {"gpt-3.5-turbo": "gpt-3.5-turbo-0125"}},
-    # The bench's model, on one deployment of the upstream the route already has.
+    # The bench's models (wrk's, instructions.sh's), each on one deployment of the
+    # upstream the route already has, under another name (the body is written again).
     "routing": {
         "models": {
             "gpt-3.5-turbo": {
                 "deployments": [{"upstream": "openai", "model": "gpt-3.5-turbo-0125"}]
-            }
+            },
+            "gpt-4o-mini": {
+                "deployments": [{"upstream": "openai", "model": "gpt-4o-mini-2024-07-18"}]
+            },
         }
     },
 }

@@ -340,6 +340,10 @@ async def test_outlier_ejection_and_return(
     status, headers, _ = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "flaky-4o"})
     assert headers[DEPLOYMENT_HEADER] == "azure/my-4o-deployment"  # set aside: not called
     assert len(upstreams.flaky.recorder.requests) == 2
+    deployments = routing_plugin(gateway).status()["deployments"]
+    assert deployments["flaky/flaky-model"]["ejected_for"] == 30.0
+    assert deployments["azure/my-4o-deployment"]["ejected_for"] == 0.0
+    assert AZURE_KEY not in repr(routing_plugin(gateway).status())
     now[0] += 30.0  # the ejection is over: it comes back on its own
     status, headers, _ = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "flaky-4o"})
     assert (status, headers[DEPLOYMENT_HEADER]) == (200, "flaky/flaky-model")

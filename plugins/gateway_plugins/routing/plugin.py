@@ -115,6 +115,25 @@ class Routing(Plugin):
             "(outlier ejection), requests in flight and tpm counts"
         )
 
+    def status(self) -> dict[str, Any]:
+        """Each deployment's live state in this process: open requests and health.
+
+        (For status pages; names only, never a credential.)
+        """
+        health = self.outliers.status()
+        return {
+            "deployments": {
+                name: {
+                    "upstream": deployment.upstream,
+                    "in_flight": self.in_flight[name],
+                    **health.get(
+                        name, {"consecutive_failures": 0, "ejections": 0, "ejected_for": 0.0}
+                    ),
+                }
+                for name, deployment in self.table.deployments().items()
+            }
+        }
+
     def check(self, config: GatewayConfig) -> list[str]:
         unknown = sorted(self.config.upstream_names() - set(config.upstreams))
         if unknown:
