@@ -247,18 +247,20 @@ class Routing(Plugin):
 
     def send_to(self, ex: Exchange, attempts: _Attempts, deployment: Deployment) -> None:
         """Rewrite the request for ``deployment``: its upstream, path, credential and model."""
+        first = attempts.current is None
         if attempts.current is not None:
             self.in_flight.end(attempts.current.name)
         attempts.current = deployment
         self.in_flight.start(deployment.name)
         url, mapped = self.target(deployment, ex.path, attempts.asked)
         # From the headers the request came with each time: one deployment's
-        # credential never follows the request to the next.
-        headers = CIMultiDict(attempts.headers)
+        # credential never follows the request to the next.  (The first attempt
+        # changes the request's own headers: they are those.)
+        headers = ex.upstream_headers if first else CIMultiDict(attempts.headers)
         for name in mapped.remove_headers:
             headers.popall(name, None)
         headers.update(mapped.set_headers)
-        ex.use_upstream(self.upstreams[deployment.upstream], url, headers)
+        ex.use_upstream(self.upstreams[deployment.upstream], url, None if first else headers)
         if mapped.model != attempts.sent_model:  # (an unchanged body is not written again)
             ex.set_json({**attempts.body, "model": mapped.model})
             attempts.sent_model = mapped.model
