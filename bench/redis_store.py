@@ -38,10 +38,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from bench.load import find_wrk, run_wrk, write_script
 from bench.procs import Procs, can_pin
 from bench.targets import Launcher, all_targets, start_redis, start_upstream
-from plugins.ratelimit_config import RuleConfig
-from plugins.ratelimit_redis import RedisStore
-from plugins.ratelimit_rules import Rule
-from plugins.ratelimit_store import Check
+from gateway_plugins.ratelimit.config import RuleConfig
+from gateway_plugins.ratelimit.redis_store import RedisStore
+from gateway_plugins.ratelimit.rules import Rule
+from gateway_plugins.ratelimit.store import Check
 
 RULE = Rule.of(RuleConfig(name="bench", requests=10**12, period="day"), 0)
 
@@ -65,7 +65,7 @@ class OneCallPerConnection:
 
 
 def _scripts() -> list[tuple[str, str]]:
-    from plugins.ratelimit_lua import ACQUIRE, RENEW, SETTLE
+    from gateway_plugins.ratelimit.lua import ACQUIRE, RENEW, SETTLE
 
     return [("acquire", ACQUIRE), ("settle", SETTLE), ("renew", RENEW)]
 

@@ -1,4 +1,4 @@
-"""The plugin API: `Plugin`, `Exchange` and `SSEEvent`, and nothing else.
+"""The plugin types: `Plugin`, `Exchange`, `SSEEvent` (plugins import them from `gateway.api`).
 
 A plugin is a class registered under the entry-point group ``gateway.plugins``.
 The gateway builds, for every route, the list of plugins named by the config and

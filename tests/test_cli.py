@@ -96,7 +96,7 @@ async def wait_until_serving(url: str, process: asyncio.subprocess.Process) -> N
 
 
 async def start_run(
-    cwd: Path, env: dict[str, str] | None = None
+    cwd: Path, env: dict[str, str] | None = None, *options: str
 ) -> tuple[asyncio.subprocess.Process, str]:
     """``gateway run`` on a free port of 127.0.0.1, once it serves: the process and its URL."""
     port = free_port()
@@ -107,6 +107,7 @@ async def start_run(
         "127.0.0.1",
         "--port",
         str(port),
+        *options,
         cwd=cwd,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -134,6 +135,40 @@ async def test_run_serves_with_no_config_file_and_stops_on_sigterm(tmp_path):
     assert process.returncode == 0, err
     assert b'"event": "gateway started"' in out
     assert b'"event": "gateway stopped"' in out
+
+
+def author_folder(tmp_path: Path) -> Path:
+    """A plugin author's folder: its own ``plugins`` package, which must never be imported."""
+    own = tmp_path / "plugins"
+    own.mkdir()
+    for module in ("__init__", "auth", "metrics", "ratelimit"):
+        (own / f"{module}.py").write_text("raise ImportError('the folder's own plugins')\n")
+    return tmp_path
+
+
+def test_check_loads_the_builtins_from_a_folder_with_its_own_plugins_package(tmp_path):
+    result = run("check", cwd=author_folder(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "<default config.toml>: OK" in result.stdout
+    assert "the folder's own plugins" not in result.stdout + result.stderr
+
+
+async def test_workers_serve_from_a_folder_with_its_own_plugins_package(tmp_path):
+    # Workers start as `python -m gateway` with the current folder first on sys.path.
+    process, url = await start_run(author_folder(tmp_path), None, "--workers", "2")
+    try:
+        # Both workers up (one serving is enough for start_run), so both can take SIGTERM.
+        started = await read_until(process, '"event": "gateway started"')
+        if started.count('"event": "gateway started"') < 2:
+            started += await read_until(process, '"event": "gateway started"')
+        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+            assert response.status == 200
+            assert "gateway_requests_total" in await response.text()
+    finally:
+        out, err = await stop_run(process)
+    assert process.returncode == 0, err
+    assert started.count('"event": "gateway started"') == 2
+    assert b"the folder's own plugins" not in out + err
 
 
 async def read_until(process: asyncio.subprocess.Process, marker: str) -> str:

@@ -81,7 +81,8 @@ def test_the_wheel_embeds_the_default_config(tmp_path):
     (wheel,) = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("gateway/config.toml") == (ROOT / "config.toml").read_bytes()
-        assert "plugins/auth.py" in archive.namelist()
+        assert "gateway_plugins/auth/plugin.py" in archive.namelist()
+        assert not any(name.startswith("plugins/") for name in archive.namelist())
 
 
 def test_compose_mirrors_the_seed():

@@ -13,7 +13,7 @@ import pytest
 from yarl import URL
 
 from gateway.testing import DEMO_ACCOUNT, Account, Fault, Simulator, start_simulator
-from plugins.jwt import jwt_expiry
+from gateway_plugins.jwt import jwt_expiry
 
 ALERT = re.compile(r'<span id="prompt-alert"[^>]*>([^<]*)</span>')
 STATE_INPUT = re.compile(r'<input type="hidden" name="state" value="([^"]+)">')

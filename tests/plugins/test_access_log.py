@@ -112,13 +112,13 @@ async def test_client_address_through_trusted_hops(serve_app, start_gateway, cap
 async def test_json_lines_go_straight_to_the_output(
     serve_app, start_gateway, log_output, monkeypatch
 ):
-    import plugins.access_log
+    import gateway_plugins.access_log as access_log
 
     class Unused:
         def __getattr__(self, name: str) -> object:
             raise AssertionError(f"structlog's chain used for the access log ({name})")
 
-    monkeypatch.setattr(plugins.access_log, "logger", Unused())
+    monkeypatch.setattr(access_log, "logger", Unused())
     configure_logging("info", "json", cache=False)
     gateway = await start_gateway(config(await serve_app(Upstream().app)))
     async with gateway.request("GET", "/a", headers={"X-Request-ID": "rid-2"}):
@@ -126,7 +126,7 @@ async def test_json_lines_go_straight_to_the_output(
     flush_logs()
     (line,) = requests_logged([json.loads(text) for text in log_output.getvalue().splitlines()])
     assert line["request_id"] == "rid-2" and line["level"] == "info"
-    assert list(line) == [*plugins.access_log.FIELDS, "event", "level", "timestamp"]
+    assert list(line) == [*access_log.FIELDS, "event", "level", "timestamp"]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from plugins.jwt import jwt_expiry
+from gateway_plugins.jwt import jwt_expiry
 from tests.upstreams import Upstream, seen_headers
 
 

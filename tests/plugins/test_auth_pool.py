@@ -10,7 +10,13 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
-from plugins.credentials import Credential, CredentialPool, NoCredential, Refusal, read_refusal
+from gateway_plugins.auth.credentials import (
+    Credential,
+    CredentialPool,
+    NoCredential,
+    Refusal,
+    read_refusal,
+)
 from tests.openai_accounts import ALICE, ONE_KEY, OpenAIAccounts
 from tests.openai_accounts import keys_config as config
 
@@ -142,7 +148,7 @@ def test_pool_rests_per_credential_and_per_model():
 
 
 def test_the_cooling_table_stays_bounded():
-    from plugins import credentials
+    from gateway_plugins.auth import credentials
 
     pool = CredentialPool([Credential("a", "ta")], clock=lambda: 0.0)
     for i in range(credentials.MAX_COOLING + 50):

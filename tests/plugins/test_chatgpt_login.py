@@ -19,9 +19,9 @@ from gateway.errors import BadRequest, ConfigError, GatewayError
 from gateway.logs import configure_logging
 from gateway.runtime import load_runtime
 from gateway.testing import DEMO_ACCOUNT, Account, Fault, Simulator, start_simulator
-from plugins.chatgpt_login import ChatGPTLogin, read_credentials
-from plugins.chatgpt_login_flow import Credentials
-from plugins.chatgpt_login_page import form_state, prompt_alert, upstream_reason
+from gateway_plugins.chatgpt_login.flow import Credentials
+from gateway_plugins.chatgpt_login.page import form_state, prompt_alert, upstream_reason
+from gateway_plugins.chatgpt_login.plugin import ChatGPTLogin, read_credentials
 from tests.proxies import free_port
 
 CANARY = "canary-password-123"

@@ -14,7 +14,7 @@ from yarl import URL
 from gateway.config import RouteConfig, structure
 from gateway.errors import Unauthorized
 from gateway.plugin import Exchange
-from plugins.cors import Cors
+from gateway_plugins.cors import Cors
 
 APP = "https://app.example"
 PREFLIGHT = {"Origin": APP, "Access-Control-Request-Method": "POST"}

@@ -26,7 +26,7 @@ from gateway.testing import Simulator, start_simulator
 from gateway.testing.chatgpt_stream import REWRITE_PARTS
 from gateway.testing.sse import encode_event
 from gateway.testing.text import answer_text
-from plugins.imitate import Imitate
+from gateway_plugins.imitate.plugin import Imitate
 
 MODELS = '{ "gpt-3.5*" = "text-davinci-002-render-sha", "gpt-4*" = "gpt-4" }'
 ROUTES = """

@@ -15,17 +15,17 @@ from gateway.errors import BadGateway, BadRequest, GatewayError
 from gateway.plugin import SSEEvent
 from gateway.testing.chatgpt_stream import REWRITE_PARTS
 from gateway.testing.sse import encode_event
-from plugins.imitate import Imitate
-from plugins.imitate_answer import ChatGPTAnswer
-from plugins.imitate_errors import ErrorAnswer, error_detail, event_error, upstream_error
-from plugins.imitate_models import ModelListAnswer, ModelMap, openai_model_list
-from plugins.imitate_request import (
+from gateway_plugins.imitate.answer import ChatGPTAnswer
+from gateway_plugins.imitate.errors import ErrorAnswer, error_detail, event_error, upstream_error
+from gateway_plugins.imitate.models import ModelListAnswer, ModelMap, openai_model_list
+from gateway_plugins.imitate.plugin import Imitate
+from gateway_plugins.imitate.request import (
     ChatMessage,
     conversation_body,
     estimate_tokens,
     parse_chat_request,
 )
-from plugins.imitate_stream import ChunkStream, Completion, DeltaTracker
+from gateway_plugins.imitate.stream import ChunkStream, Completion, DeltaTracker
 
 # --- recorded ChatGPT streams ---------------------------------------------------------
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from plugins.jsonpath import JsonPath, json_equal
+from gateway_plugins.rewrite.jsonpath import JsonPath, json_equal
 
 
 @pytest.mark.parametrize(

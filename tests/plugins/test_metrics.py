@@ -36,8 +36,8 @@ from gateway.plugin import Exchange, Plugin
 from gateway.registry import installed_plugins
 from gateway.runtime import build_runtime, load_runtime
 from gateway.server import Service, make_socket
-from plugins.metrics import Metrics, upstream_error_kind
-from plugins.metrics_registry import gateway_metrics
+from gateway_plugins.metrics.plugin import Metrics, upstream_error_kind
+from gateway_plugins.metrics.registry import gateway_metrics
 from tests.proxies import free_port
 from tests.upstreams import Upstream
 
@@ -403,11 +403,11 @@ def test_workers_sum_in_multiprocess_mode(tmp_path: Path):
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     root = Path(__file__).parents[2]
     count = (
-        "from plugins.metrics_registry import gateway_metrics\n"
+        "from gateway_plugins.metrics.registry import gateway_metrics\n"
         "gateway_metrics().requests_child('mp', 'GET', 200).inc()\n"
     )
     show = (
-        "import sys\nfrom plugins.metrics_registry import gateway_metrics\n"
+        "import sys\nfrom gateway_plugins.metrics.registry import gateway_metrics\n"
         "sys.stdout.write(gateway_metrics().exposition().decode())\n"
     )
     for _ in range(2):

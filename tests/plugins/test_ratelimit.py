@@ -24,8 +24,8 @@ from gateway.plugin import Exchange, Identity, Plugin, SSEEvent, Usage
 from gateway.registry import installed_plugins
 from gateway.runtime import build_runtime
 from gateway.server import Service, make_socket
-from plugins.ratelimit import RateLimit
-from plugins.ratelimit_memory import MemoryStore
+from gateway_plugins.ratelimit.memory_store import MemoryStore
+from gateway_plugins.ratelimit.plugin import RateLimit
 from tests.upstreams import Upstream
 
 

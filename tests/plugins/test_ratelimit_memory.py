@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from gateway.config import structure
-from plugins.ratelimit_config import RuleConfig
-from plugins.ratelimit_memory import MemoryStore, SharedMemoryStores
-from plugins.ratelimit_rules import Rule
-from plugins.ratelimit_store import Check, Decision
+from gateway_plugins.ratelimit.config import RuleConfig
+from gateway_plugins.ratelimit.memory_store import MemoryStore, SharedMemoryStores
+from gateway_plugins.ratelimit.rules import Rule
+from gateway_plugins.ratelimit.store import Check, Decision
 
 # 2024-01-31 22:00:00 UTC: two hours before a day (and month) ends.
 START = dt.datetime(2024, 1, 31, 22, tzinfo=dt.UTC).timestamp()

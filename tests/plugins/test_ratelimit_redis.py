@@ -20,11 +20,11 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from gateway.config import structure
-from plugins.ratelimit_config import Period, RuleConfig
-from plugins.ratelimit_lua import CALENDAR
-from plugins.ratelimit_redis import RedisStore
-from plugins.ratelimit_rules import Rule, calendar_window
-from plugins.ratelimit_store import Check, StoreUnavailable
+from gateway_plugins.ratelimit.config import Period, RuleConfig
+from gateway_plugins.ratelimit.lua import CALENDAR
+from gateway_plugins.ratelimit.redis_store import RedisStore
+from gateway_plugins.ratelimit.rules import Rule, calendar_window
+from gateway_plugins.ratelimit.store import Check, StoreUnavailable
 from tests.redis_server import RedisServer, free_port
 from tests.upstreams import Upstream
 

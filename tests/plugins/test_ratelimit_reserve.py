@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 
 from gateway.config import structure
-from plugins.ratelimit_config import RuleConfig
-from plugins.ratelimit_memory import MemoryStore
-from plugins.ratelimit_redis import RedisStore
-from plugins.ratelimit_rules import Rule
-from plugins.ratelimit_store import Check, LimitStore, TokenCharge
+from gateway_plugins.ratelimit.config import RuleConfig
+from gateway_plugins.ratelimit.memory_store import MemoryStore
+from gateway_plugins.ratelimit.redis_store import RedisStore
+from gateway_plugins.ratelimit.rules import Rule
+from gateway_plugins.ratelimit.store import Check, LimitStore, TokenCharge
 from tests.plugins.usage_upstream import UsageUpstream
 
 Start = Callable[..., Awaitable[Any]]

@@ -13,9 +13,9 @@ from gateway.config import RouteConfig, parse_config, structure
 from gateway.errors import ConfigError
 from gateway.plugin import Exchange, Identity
 from gateway.runtime import build_runtime
-from plugins.ratelimit import RateLimit
-from plugins.ratelimit_config import RuleConfig
-from plugins.ratelimit_rules import Rule, calendar_window
+from gateway_plugins.ratelimit.config import RuleConfig
+from gateway_plugins.ratelimit.plugin import RateLimit
+from gateway_plugins.ratelimit.rules import Rule, calendar_window
 
 
 def make_plugin(**table: Any) -> RateLimit:

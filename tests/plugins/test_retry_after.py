@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.imitate_errors import upstream_error
-from plugins.retry_after import duration_seconds, rate_limit_reset, retry_after_seconds
+from gateway_plugins.imitate.errors import upstream_error
+from gateway_plugins.retry_after import duration_seconds, rate_limit_reset, retry_after_seconds
 
 HOUR = 3600.0
 NOW = 1445412470.0  # 2015-10-21 07:27:50 UTC

@@ -19,7 +19,7 @@ from gateway.config import RouteConfig, structure
 from gateway.errors import BadRequest
 from gateway.pipeline import Pipeline
 from gateway.plugin import Exchange, SSEEvent
-from plugins.rewrite import Rewrite
+from gateway_plugins.rewrite.plugin import Rewrite
 
 CONFIG_TOML = Path(__file__).resolve().parents[2] / "config.toml"
 

@@ -18,7 +18,7 @@ from multidict import CIMultiDictProxy
 
 from gateway.keys import key_digest
 from gateway.testing.recorder import Recorder
-from plugins.gateway_plugins.routing import DEPLOYMENT_HEADER, Routing
+from gateway_plugins.routing import DEPLOYMENT_HEADER, Routing
 from tests.conftest import RunningGateway, StartGateway
 from tests.model_upstreams import AZURE_KEY, FlakyUpstream, azure_upstream, openai_upstream
 from tests.plugins.conftest import StartRedis

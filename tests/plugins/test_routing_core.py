@@ -9,13 +9,13 @@ import attrs
 import pytest
 
 from gateway.config import structure
-from plugins.gateway_plugins.routing import Routing
-from plugins.gateway_plugins.routing.config import RoutingConfig
-from plugins.gateway_plugins.routing.health import InFlight, OutlierDetector
-from plugins.gateway_plugins.routing.kinds import map_request
-from plugins.gateway_plugins.routing.limits import DeploymentLimits
-from plugins.gateway_plugins.routing.plan import attempt_plan, weighted_order
-from plugins.gateway_plugins.routing.table import ModelTable
+from gateway_plugins.routing import Routing
+from gateway_plugins.routing.config import RoutingConfig
+from gateway_plugins.routing.health import InFlight, OutlierDetector
+from gateway_plugins.routing.kinds import map_request
+from gateway_plugins.routing.limits import DeploymentLimits
+from gateway_plugins.routing.plan import attempt_plan, weighted_order
+from gateway_plugins.routing.table import ModelTable
 
 TABLE = {
     "routing_strategy": "weighted",

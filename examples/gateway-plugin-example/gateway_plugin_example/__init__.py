@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import attrs
 
-from gateway.plugin import Exchange, Plugin
+from gateway.api import Exchange, Plugin
 
 __all__ = ["AddHeader"]
 

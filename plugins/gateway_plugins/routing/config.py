@@ -39,7 +39,7 @@ from typing import Annotated, Literal
 
 import attrs
 
-from gateway.config import PositiveInt, PositiveSeconds, Range, Seconds
+from gateway.api import PositiveInt, PositiveSeconds, Range, Seconds
 
 __all__ = [
     "DeploymentConfig",

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import attrs
 
-from plugins.ratelimit_memory import SHARED
-from plugins.ratelimit_rules import Rule
-from plugins.ratelimit_store import Check, LimitStore, StoreUnavailable
+from gateway_plugins.ratelimit.memory_store import SHARED
+from gateway_plugins.ratelimit.rules import Rule
+from gateway_plugins.ratelimit.store import Check, LimitStore, StoreUnavailable
 
 from .table import Deployment
 
@@ -81,7 +81,7 @@ class DeploymentLimits:
         if self.store_kind == "memory":
             self._store = SHARED.open(self.key_prefix)
         else:
-            from plugins.ratelimit_redis import RedisStore
+            from gateway_plugins.ratelimit.redis_store import RedisStore
 
             # No concurrency slots are taken, so the lease never applies.
             self._store = RedisStore(

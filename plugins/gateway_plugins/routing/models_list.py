@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import NotFound
+from gateway.api import NotFound
 
 __all__ = ["ModelNotFound", "model_answer", "models_answer"]
 

@@ -27,17 +27,19 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.config import GatewayConfig, UpstreamConfig
-from gateway.context import GatewayContext
-from gateway.errors import (
+from gateway.api import (
     BadRequest,
+    Exchange,
     Forbidden,
+    GatewayConfig,
+    GatewayContext,
     GatewayError,
+    Plugin,
     ServiceUnavailable,
     TooManyRequests,
+    UpstreamConfig,
     UpstreamError,
 )
-from gateway.plugin import Exchange, Plugin
 
 from .config import RoutingConfig
 from .health import InFlight, OutlierDetector

@@ -1,0 +1,150 @@
+"""The plugin API: everything a plugin may import from the gateway, and nothing else.
+
+This module is the stable surface for plugin authors (``docs/plugins.md``).  Its
+version, `API_VERSION`, follows semantic versioning: a name in ``__all__`` keeps
+its meaning within a major version, and a new name raises the minor one.  The
+built-in plugins (``gateway_plugins``) import only this module from the gateway,
+and CI holds them to it (``lint-imports``, ``[tool.importlinter]``).
+
+Everything here is re-exported from the engine module that owns it; importing
+those modules directly is not supported and may break in any release.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from gateway.config import (
+    HTTP_METHODS,
+    Bytes,
+    GatewayConfig,
+    HttpUrl,
+    NonNegativeInt,
+    PositiveInt,
+    PositiveSeconds,
+    ProxyUrl,
+    Range,
+    RouteConfig,
+    Seconds,
+    UpstreamConfig,
+    redact_url,
+    structure,
+)
+from gateway.context import GatewayContext
+from gateway.errors import (
+    BadGateway,
+    BadRequest,
+    ExpectationFailed,
+    Forbidden,
+    GatewayError,
+    GatewayTimeout,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+    UpstreamError,
+    UpstreamTimeout,
+    error_body,
+    error_response,
+)
+
+# part B replaces: the transport's errors and connector, until `HttpClient` exists.
+from gateway.forwarder import Forwarder, ProxyConnectError, make_connector, upstream_errors
+from gateway.ids import new_id
+from gateway.jsonbody import dumps as json_dumps
+from gateway.jsonbody import loads as json_loads
+from gateway.jsonbody import loads_upstream as json_loads_upstream
+from gateway.keys import digests_match, key_digest
+from gateway.logs import json_line_format, write_json_line
+from gateway.plugin import HOOKS, Exchange, Identity, NoConfig, Plugin, SSEEvent, Usage
+
+# part B replaces: proxy rotation and the upstream's protocol errors belong to the transport.
+from gateway.proxy_rotation import ProxyRotation
+from gateway.runtime import merge_tables, route_plugin_names
+from gateway.sse import SSEParser
+from gateway.units import format_duration, format_size, parse_duration, parse_size
+from gateway.upstream_client import UpstreamProtocolError
+
+#: The version of this surface (semantic versioning; see the module's docstring).
+API_VERSION = "1.0"
+
+__all__ = [
+    "API_VERSION",
+    "HOOKS",
+    "HTTP_METHODS",
+    "BadGateway",
+    "BadRequest",
+    "Bytes",
+    "Exchange",
+    "ExpectationFailed",
+    "Forbidden",
+    "Forwarder",
+    "GatewayConfig",
+    "GatewayContext",
+    "GatewayError",
+    "GatewayTimeout",
+    "HttpUrl",
+    "Identity",
+    "MethodNotAllowed",
+    "NoConfig",
+    "NonNegativeInt",
+    "NotFound",
+    "PayloadTooLarge",
+    "Plugin",
+    "PositiveInt",
+    "PositiveSeconds",
+    "ProxyConnectError",
+    "ProxyRotation",
+    "ProxyUrl",
+    "Range",
+    "RequestTimeout",
+    "RouteConfig",
+    "SSEEvent",
+    "SSEParser",
+    "Seconds",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UpstreamConfig",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+    "Usage",
+    "digests_match",
+    "error_body",
+    "error_response",
+    "format_duration",
+    "format_size",
+    "get_logger",
+    "json_dumps",
+    "json_line_format",
+    "json_loads",
+    "json_loads_upstream",
+    "key_digest",
+    "make_connector",
+    "merge_tables",
+    "new_id",
+    "parse_duration",
+    "parse_size",
+    "redact_url",
+    "route_plugin_names",
+    "structure",
+    "upstream_errors",
+    "write_json_line",
+]
+
+
+def get_logger(name: str = "gateway") -> Any:
+    """The structlog logger a plugin logs through: its lines join the gateway's own.
+
+    Log names, counts and reasons, never secrets: ``redact_url`` strips the
+    credentials of a URL before it is logged.
+    """
+    return structlog.get_logger(name)

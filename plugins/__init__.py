@@ -1,1 +1,0 @@
-"""The gateway's built-in plugins, one module each, loaded through entry points."""

@@ -1,0 +1,116 @@
+"""``access_log``: one structured log line per request, and the request id.
+
+The request id is the client's ``X-Request-ID`` when it sent a sane one, else a
+new random id; it is sent upstream and returned to the client, so one id
+follows a request through every log.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from json.encoder import encode_basestring_ascii as quote
+from typing import Literal
+
+import attrs
+from multidict import istr
+
+from gateway.api import Exchange, Plugin, get_logger, json_line_format, redact_url, write_json_line
+
+logger = get_logger("gateway.access")
+
+#: ``redact_url`` remembered: the proxies are few (they come from the config) and parsing is dear.
+_redact_proxy = functools.lru_cache(maxsize=256)(redact_url)
+
+#: An access line's fields, in order; ``error`` follows when there was one.
+FIELDS = (
+    "request_id",
+    "method",
+    "path",
+    "route",
+    "status",
+    "upstream_status",
+    "duration_ms",
+    "ttfb_ms",
+    "bytes_in",
+    "bytes_out",
+    "client_ip",
+    "identity",
+    "upstream",
+    "proxy",
+)
+
+
+class AccessLog(Plugin):
+    """One JSON line per request (id, route, status, timings, bytes, identity, error)."""
+
+    @attrs.frozen
+    class Config:
+        #: The header that carries the request id, both ways.
+        request_id_header: str = "X-Request-ID"
+        level: Literal["debug", "info", "warning"] = "info"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        # istr: a CIMultiDict keeps an istr copy of a plain str key once iterated.
+        self.header = istr(config.request_id_header)
+        self.level = config.level
+        self.line = json_line_format(FIELDS, "request", self.level)
+        self.line_with_error = json_line_format((*FIELDS, "error"), "request", self.level)
+
+    async def on_request(self, ex: Exchange) -> None:
+        ex.upstream_headers[self.header] = ex.request_id
+
+    async def on_response(self, ex: Exchange) -> None:
+        if ex.response_headers is not None:
+            ex.response_headers[self.header] = ex.request_id
+
+    async def on_complete(self, ex: Exchange, error: BaseException | None) -> None:
+        values = json_values(ex, time.perf_counter())
+        if error is None:
+            line = self.line
+        else:
+            line = self.line_with_error
+            values += (quote(describe_error(error)),)
+        # Straight to the JSON output when it is in force (one %-format instead of
+        # structlog's processor chain); the same fields through structlog otherwise.
+        if not write_json_line(self.level, line, values):
+            fields = dict(zip((*FIELDS, "error"), map(json.loads, values), strict=False))
+            getattr(logger, self.level)("request", **fields)
+
+
+def json_values(ex: Exchange, now: float) -> tuple[str, ...]:
+    """The values of an access line's `FIELDS`, each as ``json.dumps`` writes it."""
+    first_byte_at = ex.first_byte_at
+    identity = ex.identity
+    upstream = ex.upstream
+    return (
+        quote(ex.request_id),
+        quote(ex.method),
+        quote(ex.path),
+        quote(ex.route_name),
+        json_int(ex.status),
+        json_int(ex.upstream_status),
+        f"{(now - ex.started) * 1000:.2f}",  # milliseconds
+        f"{(first_byte_at - ex.started) * 1000:.2f}" if first_byte_at else "null",
+        f"{ex.bytes_in:d}",
+        f"{ex.bytes_out:d}",
+        quote(ex.client_ip),
+        quote(identity.name) if identity is not None else "null",
+        quote(upstream.name) if upstream is not None else "null",
+        # SECURITY: proxy URLs may carry credentials.
+        quote(_redact_proxy(ex.proxy)) if ex.proxy else "null",
+    )
+
+
+def json_int(value: int | None) -> str:
+    return "null" if value is None else f"{value:d}"
+
+
+def describe_error(error: BaseException) -> str:
+    """A short, secret-free description of what went wrong."""
+    message = getattr(error, "message", None)
+    if isinstance(message, str):
+        return message
+    return type(error).__name__

@@ -1,0 +1,5 @@
+"""The `ratelimit` plugin family (see `gateway_plugins.ratelimit.plugin`)."""
+
+from gateway_plugins.ratelimit.plugin import RateLimit
+
+__all__ = ["RateLimit"]

@@ -1,0 +1,184 @@
+"""Counting the tokens one answer used, for the ``ratelimit`` plugin's token quotas.
+
+In order of preference:
+
+1. ``Exchange.usage``, when another plugin set it (``imitate`` counts its own);
+2. the upstream's ``usage`` (``total_tokens``, else ``prompt_tokens`` plus
+   ``completion_tokens``; ``input_tokens`` plus ``output_tokens`` for the
+   Responses API), from a JSON body or from a streamed event that carries it
+   (OpenAI's ``stream_options.include_usage`` chunk);
+3. an estimate from the streamed text: OpenAI's ``choices[*].delta.content``
+   pieces (and tool-call arguments), ChatGPT's final ``message.content.parts[0]``
+   (cumulative, so only its last value per message counts), or a JSON answer's
+   ``choices[*].message.content``.  Estimated tokens are ``ceil(characters / 4)``,
+   OpenAI's rule of thumb for English text; the prompt is not counted.
+
+JSON bodies are buffered up to `MAX_BODY` bytes (decompressed from gzip or
+deflate first), beyond which the meter gives up and counts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import Any
+
+from gateway.api import SSEEvent
+
+__all__ = ["MAX_BODY", "TokenMeter", "estimate_tokens", "usage_tokens"]
+
+#: The most bytes of a JSON answer kept to read its ``usage``.
+MAX_BODY = 1024 * 1024
+
+
+def estimate_tokens(characters: int) -> int:
+    """The token estimate for ``characters`` of text: one token per four characters."""
+    return math.ceil(characters / 4)
+
+
+def usage_tokens(usage: Any) -> int | None:
+    """The total of an OpenAI ``usage`` object, or ``None`` when it holds no count."""
+    if not isinstance(usage, dict):
+        return None
+    total = _count(usage.get("total_tokens"))
+    if total is not None:
+        return total
+    for names in (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens")):
+        counts = [c for c in (_count(usage.get(name)) for name in names) if c is not None]
+        if counts:
+            return sum(counts)
+    return None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+class TokenMeter:
+    """Watches one answer's body (``feed``, ``finish``) or events (``event``)."""
+
+    __slots__ = ("_buffer", "_characters", "_decoder", "_parts", "reported")
+
+    def __init__(self, content_type: str, content_encoding: str = "") -> None:
+        #: The upstream's own count, once seen.
+        self.reported: int | None = None
+        self._characters = 0
+        self._parts: dict[str, int] = {}  # ChatGPT message id -> length of its text so far
+        media = content_type.partition(";")[0].strip().lower()
+        buffering = media == "application/json" or media.endswith("+json")
+        encoding = content_encoding.strip().lower()
+        self._buffer: bytearray | None = bytearray() if buffering else None
+        self._decoder: Any = None
+        if buffering and encoding in ("gzip", "x-gzip", "deflate"):
+            self._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, told by the header
+        elif buffering and encoding not in ("", "identity"):
+            self._buffer = None  # br, zstd: not worth a dependency
+
+    @property
+    def tokens(self) -> int:
+        """The upstream's count if it gave one, else the estimate from the text."""
+        if self.reported is not None:
+            return self.reported
+        return self.estimated
+
+    @property
+    def estimated(self) -> int:
+        """The answer's tokens estimated from its text (the prompt not counted)."""
+        return estimate_tokens(self._characters + sum(self._parts.values()))
+
+    def feed(self, chunk: bytes) -> None:
+        """Keep a chunk of a JSON body (until `MAX_BODY`, then give up)."""
+        if self._buffer is None:
+            return
+        try:
+            data = self._decoder.decompress(chunk, MAX_BODY) if self._decoder else chunk
+        except zlib.error:
+            self._buffer = None
+            return
+        if len(self._buffer) + len(data) > MAX_BODY or (
+            self._decoder is not None and self._decoder.unconsumed_tail
+        ):
+            self._buffer = None
+            return
+        self._buffer += data
+
+    def finish(self) -> None:
+        """Read the buffered JSON body, if any."""
+        if not self._buffer:
+            return
+        try:
+            body = json.loads(self._buffer)
+        except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+            body = None
+        self._buffer = None
+        if isinstance(body, dict):
+            self._read(body, streamed=False)
+
+    def event(self, event: SSEEvent) -> bool:
+        """Read one server-sent event of a streamed answer.
+
+        Returns whether it was a completion stream's usage chunk (a ``usage``
+        and no choices), the one ``stream_options.include_usage`` adds.
+        """
+        data = event.data
+        if not data.startswith("{"):
+            return False  # "[DONE]", pings
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(body, dict):
+            return False
+        self._read(body, streamed=True)
+        return body.get("choices") == [] and usage_tokens(body.get("usage")) is not None
+
+    def _read(self, body: dict[str, Any], streamed: bool) -> None:
+        usages = [body.get("usage")]
+        response = body.get("response")  # the Responses API's final event
+        if isinstance(response, dict):
+            usages.append(response.get("usage"))
+        for usage in usages:
+            count = usage_tokens(usage)
+            if count is not None:
+                self.reported = count
+        choices = body.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._characters += _choice_characters(choice, streamed)
+        message = body.get("message")
+        if isinstance(message, dict):
+            self._read_chatgpt(message)
+
+    def _read_chatgpt(self, message: dict[str, Any]) -> None:
+        author = message.get("author")
+        role = author.get("role") if isinstance(author, dict) else None
+        content = message.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if role in ("user", "system") or not isinstance(parts, list) or not parts:
+            return
+        if isinstance(parts[0], str):
+            self._parts[str(message.get("id", ""))] = len(parts[0])
+
+
+def _choice_characters(choice: dict[str, Any], streamed: bool) -> int:
+    """The characters of text one choice carries (a delta piece, or a whole message)."""
+    message = choice.get("delta" if streamed else "message")
+    count = 0
+    if isinstance(choice.get("text"), str):  # the legacy completions API
+        count += len(choice["text"])
+    if not isinstance(message, dict):
+        return count
+    if isinstance(message.get("content"), str):
+        count += len(message["content"])
+    tool_calls = message.get("tool_calls")
+    if isinstance(tool_calls, list):
+        for call in tool_calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            arguments = function.get("arguments") if isinstance(function, dict) else None
+            if isinstance(arguments, str):
+                count += len(arguments)
+    return count
