@@ -16,21 +16,18 @@ from typing import Any
 
 import structlog
 
-from gateway.config import (
+from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
+from gateway.config_converter import structure
+from gateway.config_types import (
     HTTP_METHODS,
     Bytes,
-    GatewayConfig,
     HttpUrl,
     NonNegativeInt,
     PositiveInt,
     PositiveSeconds,
     ProxyUrl,
     Range,
-    RouteConfig,
     Seconds,
-    UpstreamConfig,
-    redact_url,
-    structure,
 )
 from gateway.context import GatewayContext
 from gateway.errors import (
@@ -53,9 +50,7 @@ from gateway.errors import (
     error_body,
     error_response,
 )
-
-# part B replaces: the transport's errors and connector, until `HttpClient` exists.
-from gateway.forwarder import Forwarder, ProxyConnectError, make_connector, upstream_errors
+from gateway.http_client import HttpClient, HttpResponse, HttpStream
 from gateway.ids import new_id
 from gateway.jsonbody import dumps as json_dumps
 from gateway.jsonbody import loads as json_loads
@@ -63,13 +58,12 @@ from gateway.jsonbody import loads_upstream as json_loads_upstream
 from gateway.keys import digests_match, key_digest
 from gateway.logs import json_line_format, write_json_line
 from gateway.plugin import HOOKS, Exchange, Identity, NoConfig, Plugin, SSEEvent, Usage
-
-# part B replaces: proxy rotation and the upstream's protocol errors belong to the transport.
 from gateway.proxy_rotation import ProxyRotation
+from gateway.redaction import redact_url
 from gateway.runtime import merge_tables, route_plugin_names
 from gateway.sse import SSEParser
+from gateway.transport import ProxyConnectError, UpstreamBusy, UpstreamTlsFailed
 from gateway.units import format_duration, format_size, parse_duration, parse_size
-from gateway.upstream_client import UpstreamProtocolError
 
 #: The version of this surface (semantic versioning; see the module's docstring).
 API_VERSION = "1.0"
@@ -84,11 +78,13 @@ __all__ = [
     "Exchange",
     "ExpectationFailed",
     "Forbidden",
-    "Forwarder",
     "GatewayConfig",
     "GatewayContext",
     "GatewayError",
     "GatewayTimeout",
+    "HttpClient",
+    "HttpResponse",
+    "HttpStream",
     "HttpUrl",
     "Identity",
     "MethodNotAllowed",
@@ -112,10 +108,11 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
+    "UpstreamBusy",
     "UpstreamConfig",
     "UpstreamError",
-    "UpstreamProtocolError",
     "UpstreamTimeout",
+    "UpstreamTlsFailed",
     "Usage",
     "digests_match",
     "error_body",
@@ -128,7 +125,6 @@ __all__ = [
     "json_loads",
     "json_loads_upstream",
     "key_digest",
-    "make_connector",
     "merge_tables",
     "new_id",
     "parse_duration",
@@ -136,7 +132,6 @@ __all__ = [
     "redact_url",
     "route_plugin_names",
     "structure",
-    "upstream_errors",
     "write_json_line",
 ]
 

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.body import request_body
 from gateway.errors import UpstreamError
-from gateway.forwarder import Forwarder, UpstreamBusy
+from gateway.forwarder import Forwarder
 from gateway.headers import strip_hop_by_hop
 from gateway.pipeline import Pipeline
 from gateway.plugin import Exchange
-from gateway.upstream_client import UpstreamResponse
+from gateway.transport import Body, UpstreamBusy, UpstreamResponse
+from gateway.upstream_body import request_body
 
 #: The most times one request is sent upstream, retries included.
 MAX_ATTEMPTS = 8
-# What `Forwarder.send` raises when no answer head came: what `on_upstream_error` sees.
+# What `Forwarder.request` raises when no answer head came: what `on_upstream_error` sees.
 _NO_ANSWER = (UpstreamError, UpstreamBusy)
 
 
@@ -44,7 +44,7 @@ async def call_upstream(
         ex.can_retry = replayable and ex.attempts + 1 < MAX_ATTEMPTS
         ex.upstream_status = None  # a discarded answer's status must not linger
         try:
-            upstream = await forwarder.send(ex, data)
+            upstream = await send(forwarder, ex, data)
         except _NO_ANSWER as exc:
             error = await pipeline.run_upstream_error(ex, exc)
             if not ex.retry_requested:
@@ -56,6 +56,20 @@ async def call_upstream(
         ex.retry_requested = False
         if replayable:
             data = ex.body  # a plugin may have changed it before asking again
+
+
+async def send(forwarder: Forwarder, ex: Exchange, data: Body) -> UpstreamResponse:
+    """Send the exchange's request as it stands; return the answer once its head arrived."""
+    upstream, url = ex.upstream, ex.upstream_url
+    assert upstream is not None and url is not None
+    if ex.proxy is None:  # SECURITY: never directly to an upstream that has a proxy
+        ex.proxy = forwarder.choose_proxy(upstream)
+    ex.attempts += 1
+    # A route's own time-outs are for its upstream, not for one a plugin switched to.
+    route = ex.route if upstream.name == ex.route.upstream else None
+    return await forwarder.request(
+        upstream, ex.method, url, ex.upstream_headers, data, proxy=ex.proxy, route=route
+    )
 
 
 async def choose_answer(

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from aiohttp import HttpVersion11, StreamReader, web
 
 from gateway.errors import PayloadTooLarge, RequestTimeout
-
-if TYPE_CHECKING:
-    from gateway.plugin import Exchange
-
-# Bodies up to this size are read whole: cheaper than streaming, and replayable
-# when a plugin asks for a retry on another credential.
-SMALL_BODY = 256 * 1024
 
 
 async def continue_if_expected(request: web.BaseRequest) -> None:
@@ -81,41 +73,3 @@ async def read_limited(request: web.BaseRequest, limit: int, idle: float) -> byt
     if not whole:
         raise PayloadTooLarge(limit)
     return body
-
-
-async def request_body(ex: Exchange) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
-    """What to send upstream as the body, and whether it can be sent again.
-
-    A body over `SMALL_BODY` streams, whether its length is known or not: a
-    chunked one is read until it proves larger, then streamed from there.
-    """
-    request = ex.request
-    if ex.body is None and request.body_exists:
-        length = request.content_length
-        if length is not None and length > SMALL_BODY:
-            ex.bytes_in = length
-            await continue_if_expected(request)
-            return idle_limited(request.content, ex.body_idle_timeout), False
-        if length is None:
-            small = min(SMALL_BODY, ex.max_body_size)
-            start, whole = await read_upto(request, small, ex.body_idle_timeout)
-            if whole:
-                ex.body = start
-            elif small == ex.max_body_size:
-                raise PayloadTooLarge(ex.max_body_size)
-            else:
-                return stream_rest(ex, start), False
-        await ex.read_body()
-    ex.bytes_in = len(ex.body or b"")
-    return ex.body, True
-
-
-async def stream_rest(ex: Exchange, start: bytes) -> AsyncIterator[bytes]:
-    """A body of unknown length too large to hold: ``start``, then the rest as it comes."""
-    ex.bytes_in = len(start)
-    yield start
-    async for chunk in idle_limited(ex.request.content, ex.body_idle_timeout):
-        ex.bytes_in += len(chunk)
-        if ex.bytes_in > ex.max_body_size:
-            raise PayloadTooLarge(ex.max_body_size)
-        yield chunk

@@ -8,12 +8,17 @@ import attrs
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
-    from gateway.forwarder import Forwarder
+    from gateway.http_client import HttpClient
+    from gateway.proxy_rotation import ProxyRotation
 
 
 @attrs.frozen
 class GatewayContext:
-    """The config being served and the forwarder every upstream call goes through."""
+    """The config being served, and the services plugins share with the gateway."""
 
     config: GatewayConfig
-    forwarder: Forwarder
+    #: Calls services through the gateway's transport (its proxies, TLS, time-outs).
+    http: HttpClient
+    #: The outbound proxies' turns and health, shared with the forwarder: a plugin
+    #: that chooses ``ex.proxy`` itself takes turns here and reports failures here.
+    proxies: ProxyRotation

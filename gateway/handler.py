@@ -38,12 +38,13 @@ from gateway.headers import (
     upstream_request_headers,
 )
 from gateway.ids import new_id
+from gateway.paths import PathPattern, encode_path, normalize_path
 from gateway.pipeline import BodyFilter, Pipeline
 from gateway.plugin import Exchange
 from gateway.responses import ClientStream, UpstreamWhole, upstream_read_error
-from gateway.routing import PathPattern, RouteMatch, encode_path, normalize_path
+from gateway.routing import RouteMatch
 from gateway.runtime import Runtime
-from gateway.upstream_client import UpstreamProtocolError, UpstreamResponse
+from gateway.transport import UpstreamProtocolError, UpstreamResponse
 
 logger = structlog.get_logger("gateway")
 

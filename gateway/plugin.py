@@ -33,7 +33,7 @@ from gateway.errors import BadRequest, GatewayError, UnsupportedMediaType
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
     from gateway.context import GatewayContext
-    from gateway.upstream_client import UpstreamResponse
+    from gateway.transport import UpstreamResponse
 
 __all__ = ["HOOKS", "Exchange", "Identity", "Plugin", "SSEEvent", "Usage"]
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, get_args, get_origin
 
 import attrs
 
-from gateway.config import Bytes, Seconds
+from gateway.config_types import Bytes, Seconds
 from gateway.plugin import Plugin
 from gateway.registry import PluginLoadError, distribution_name, load_plugin_class
 from gateway.units import format_duration, format_size

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from gateway.config import redact_url
+from gateway.redaction import redact_url
 
 logger = structlog.get_logger("gateway")
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import structlog
 
-from gateway.config import GatewayConfig, RouteConfig, parse_config_partly, structure
+from gateway.config import GatewayConfig, RouteConfig, parse_config_partly
+from gateway.config_converter import structure
 from gateway.config_problems import drop_consequences, join_path
 from gateway.context import GatewayContext
 from gateway.errors import ConfigError
 from gateway.forwarder import Forwarder
+from gateway.http_client import HttpClient
 from gateway.pipeline import Pipeline
 from gateway.plugin import Plugin
 from gateway.registry import PluginLoadError, installed_plugins, load_plugin_class
@@ -59,7 +61,11 @@ class Runtime:
         self.pipelines = pipelines
         self.plugins = plugins
         self.forwarder = Forwarder()
-        self.context = GatewayContext(config=config, forwarder=self.forwarder)
+        self.context = GatewayContext(
+            config=config,
+            http=HttpClient(self.forwarder, config.upstreams),
+            proxies=self.forwarder.proxies,
+        )
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()

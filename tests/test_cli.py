@@ -20,7 +20,7 @@ import attrs
 import pytest
 
 from gateway.cli import build_parser, main
-from gateway.config import Bytes, Seconds
+from gateway.config_types import Bytes, Seconds
 from gateway.keys import key_digest
 from gateway.plugin import Plugin
 from gateway.plugin_listing import plugin_listing

@@ -9,7 +9,8 @@ from typing import Annotated
 import attrs
 import pytest
 
-from gateway.config import Range, Seconds, structure
+from gateway.config import structure
+from gateway.config_types import Range, Seconds
 from gateway.errors import ConfigError
 from gateway.runtime import load_runtime
 

@@ -650,7 +650,8 @@ async def test_startup_and_shutdown_follow_the_service(upstream: Upstream) -> No
         assert [c[:2] for c in calls] == [("life1", "startup"), ("life2", "startup")]
         context = calls[0][2]
         assert context.config is runtime.config
-        assert context.forwarder is runtime.forwarder
+        assert context.proxies is runtime.forwarder.proxies  # one rotation, shared
+        assert not hasattr(context, "forwarder")  # usable by no plugin: gone
         await service.start(make_socket("127.0.0.1", 0))
         async with (
             aiohttp.ClientSession() as session,

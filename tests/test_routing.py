@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import RouteConfig
-from gateway.routing import PathPattern, Router, encode_path, normalize_path
+from gateway.paths import PathPattern, encode_path, normalize_path
+from gateway.routing import Router
 
 
 def test_parameters_and_tail():

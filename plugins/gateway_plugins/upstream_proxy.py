@@ -45,7 +45,7 @@ class UpstreamProxy(Plugin):
         self.rotation = ProxyRotation()  # the gateway's own, once started
 
     async def startup(self, context: GatewayContext) -> None:
-        self.rotation = context.forwarder.proxies
+        self.rotation = context.proxies
         upstreams = context.config.upstreams.values()
         for proxy in self.config.proxies or [p for u in upstreams for p in u.proxy]:
             self.rotation.cooldowns[proxy] = self.config.cooldown

@@ -16,6 +16,8 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from gateway.errors import BadRequest, ConfigError, GatewayError
+from gateway.forwarder import Forwarder
+from gateway.http_client import HttpClient
 from gateway.logs import configure_logging
 from gateway.runtime import load_runtime
 from gateway.testing import DEMO_ACCOUNT, Account, Fault, Simulator, start_simulator
@@ -440,11 +442,18 @@ async def test_the_password_never_reaches_a_log_or_an_answer(sim, start_gateway)
 
 async def test_the_plugin_logs_in_as_a_plain_object(sim):
     plugin = ChatGPTLogin(ChatGPTLogin.Config(web_url=sim.web_url, auth0_url=sim.auth0_url))
-    token = await plugin.login(Credentials(DEMO_ACCOUNT.email, DEMO_ACCOUNT.password), None)
-    assert sim.login.tokens_for(DEMO_ACCOUNT.email) == [token]
-    with pytest.raises(GatewayError) as caught:
-        await plugin.login(Credentials(DEMO_ACCOUNT.email, "wrong"), None)
-    assert caught.value.status == 401
+    forwarder = Forwarder()
+    http = HttpClient(forwarder, {})
+    try:
+        token = await plugin.login(
+            http, Credentials(DEMO_ACCOUNT.email, DEMO_ACCOUNT.password), None
+        )
+        assert sim.login.tokens_for(DEMO_ACCOUNT.email) == [token]
+        with pytest.raises(GatewayError) as caught:
+            await plugin.login(http, Credentials(DEMO_ACCOUNT.email, "wrong"), None)
+        assert caught.value.status == 401
+    finally:
+        await forwarder.close()
 
 
 def test_credentials_are_read_without_echoing_them():

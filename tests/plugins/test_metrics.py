@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.api import ProxyConnectError
 from gateway.config import parse_config
 from gateway.errors import (
     BadGateway,
@@ -31,7 +32,6 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.forwarder import ProxyConnectError
 from gateway.plugin import Exchange, Plugin
 from gateway.registry import installed_plugins
 from gateway.runtime import build_runtime, load_runtime

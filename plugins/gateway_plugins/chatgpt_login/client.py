@@ -1,8 +1,10 @@
 """How the ChatGPT login talks to its two hosts, and reads what they answer.
 
-`LoginClient` sends one request at a time, never following redirects by itself
-and only to the configured hosts, reads each answer whole (bounded), and turns
-network failures and unexpected answers into the gateway's errors: a refused
+`LoginClient` sends one request at a time through the gateway's HTTP client
+(``context.http``: its proxies, time-outs and errors), never following redirects
+by itself and only to the configured hosts, keeps the login's cookies in a jar of
+its own, reads each answer whole (bounded), and turns unexpected answers into the
+gateway's errors: a refused
 connection or a broken answer is 502, an upstream 429 stays 429 with its reason
 and ``Retry-After``, an upstream 403 is 403.  Reasons quoted from upstream pages
 never carry the password, even if an upstream echoes it.
@@ -12,15 +14,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import attrs
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gateway.api import BadGateway, Forbidden, GatewayError, TooManyRequests, upstream_errors
+from gateway.api import BadGateway, Forbidden, GatewayError, HttpClient, TooManyRequests
 from gateway_plugins.chatgpt_login.page import upstream_reason
 
 #: The largest upstream answer read (the login pages are a few kilobytes).
@@ -62,19 +66,24 @@ class Answer:
 
 
 class LoginClient:
-    """Sends the login's requests over one session (one cookie jar) and reads the answers."""
+    """Sends the login's requests with one cookie jar, and reads the answers."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        http: HttpClient,
         hosts: Iterable[str],
         *,
+        headers: Mapping[str, str],
         secret: str,
         proxy: str | None,
         log: Any,
     ) -> None:
-        self._session = session
+        self._http = http
         self._origins = {URL(host).origin() for host in hosts}
+        self._headers = dict(headers)
+        # One jar per login, so that logins never share a session; unsafe=True keeps
+        # cookies of hosts given by IP address (a local simulator, say).
+        self._cookies = aiohttp.CookieJar(unsafe=True)
         self._secret = secret
         self._proxy = proxy
         self._log = log
@@ -95,12 +104,31 @@ class LoginClient:
         self._log.debug(
             "chatgpt login step", step=step, method=method, host=url.host, path=url.path
         )
-        with upstream_errors(f"the login service at {url.host} ({step} step)", self._proxy):
-            async with self._session.request(
-                method, url, data=form, allow_redirects=False
-            ) as response:
-                body = await _read_limited(response, step)
-                answer = Answer(response.status, response.headers, body, url)
+        headers = {**self._headers, "Accept": "*/*"}
+        cookies = self._cookies.filter_cookies(url)
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={m.coded_value}" for k, m in cookies.items())
+        body = None
+        if form is not None:
+            body = urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        response = await self._http.request(
+            method,
+            url,
+            headers=headers,
+            body=body,
+            proxy=self._proxy,
+            max_size=MAX_ANSWER,
+            target=f"the login service at {url.host} ({step} step)",
+        )
+        for set_cookie in response.headers.getall("Set-Cookie", ()):
+            received: SimpleCookie = SimpleCookie()
+            try:
+                received.load(set_cookie)
+            except ValueError:  # (a malformed cookie is dropped, as browsers do)
+                continue
+            self._cookies.update_cookies(received, url)
+        answer = Answer(response.status, response.headers, response.body, url)
         self._log.debug("chatgpt login answer", step=step, status=answer.status)
         return answer
 
@@ -144,14 +172,3 @@ class LoginClient:
         if status >= 500:
             return BadGateway(f"the login service failed at the {step} step (HTTP {status}){said}")
         return BadGateway(f"the login service answered HTTP {status} at the {step} step{said}")
-
-
-async def _read_limited(response: aiohttp.ClientResponse, step: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            raise BadGateway(f"the {step} answer is larger than {MAX_ANSWER} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -9,13 +9,13 @@ stops at the ChatGPT callback, which sets the session cookie.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import attrs
 from yarl import URL
 
-from gateway.api import BadGateway, Forbidden, Unauthorized, get_logger
+from gateway.api import BadGateway, Forbidden, HttpClient, Unauthorized, get_logger
 from gateway_plugins.chatgpt_login.client import Answer, LoginClient
 from gateway_plugins.chatgpt_login.page import form_state
 
@@ -44,11 +44,12 @@ class LoginFlow:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        http: HttpClient,
         web_url: str,
         auth0_url: str,
         credentials: Credentials,
         *,
+        headers: Mapping[str, str],
         proxy: str | None = None,
         log: Any = None,
     ) -> None:
@@ -56,8 +57,9 @@ class LoginFlow:
         self._auth0 = auth0_url.rstrip("/")
         self._credentials = credentials
         self._client = LoginClient(
-            session,
+            http,
             (self._web, self._auth0),
+            headers=headers,
             secret=credentials.password,
             proxy=proxy,
             log=log if log is not None else get_logger("gateway"),

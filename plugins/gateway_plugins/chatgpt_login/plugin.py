@@ -32,20 +32,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import attrs
 from aiohttp import web
 
 from gateway.api import (
     BadRequest,
     Exchange,
+    GatewayContext,
     GatewayTimeout,
+    HttpClient,
     HttpUrl,
     MethodNotAllowed,
     Plugin,
     PositiveSeconds,
     Seconds,
-    make_connector,
 )
 from gateway_plugins.chatgpt_login.flow import Credentials, LoginFlow
 
@@ -53,8 +53,6 @@ DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 )
-#: Connections one login may hold open: the web host and the Auth0 host.
-CONNECTIONS_PER_LOGIN = 4
 
 
 def read_credentials(body: Any) -> Credentials:
@@ -100,6 +98,11 @@ class ChatGPTLogin(Plugin):
         super().__init__(config)
         if bool(config.email) != bool(config.password):
             raise ValueError("email and password (OPENAI_EMAIL, OPENAI_PASSWORD) go together")
+        self.http: HttpClient | None = None  # set at start-up
+
+    async def startup(self, context: GatewayContext) -> None:
+        """Keep the gateway's HTTP client: every login calls through it."""
+        self.http = context.http
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse:
         """Answer the login request: the access token, or the reason there is none."""
@@ -108,26 +111,29 @@ class ChatGPTLogin(Plugin):
                 f"{ex.method} is not allowed: log in with POST", headers={"Allow": "POST"}
             )
         credentials = read_credentials(await ex.json())
-        token = await self.login(credentials, ex.proxy, ex.log)
+        assert self.http is not None
+        token = await self.login(self.http, credentials, ex.proxy, ex.log)
         ex.log.debug("chatgpt login succeeded")
         return web.json_response({"accessToken": token}, headers={"Cache-Control": "no-store"})
 
-    async def login(self, credentials: Credentials, proxy: str | None, log: Any = None) -> str:
-        """Run one login through ``proxy`` with a fresh cookie jar; return the access token.
+    async def login(
+        self, http: HttpClient, credentials: Credentials, proxy: str | None, log: Any = None
+    ) -> str:
+        """Run one login with ``http`` through ``proxy``, with a fresh cookie jar; return
+        the access token.
 
         Raises a `GatewayError` for every failure (see the module's table).
         """
         config = self.config
-        session = aiohttp.ClientSession(
-            connector=make_connector(proxy, limit=CONNECTIONS_PER_LOGIN),
-            # One jar per login, so that logins never share a session; unsafe=True keeps
-            # cookies of hosts given by IP address (a local simulator, say).
-            cookie_jar=aiohttp.CookieJar(unsafe=True),
-            headers={"User-Agent": config.user_agent, "Accept-Language": "en-US,en;q=0.9"},
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+        headers = {"User-Agent": config.user_agent, "Accept-Language": "en-US,en;q=0.9"}
         flow = LoginFlow(
-            session, config.web_url, config.auth0_url, credentials, proxy=proxy, log=log
+            http,
+            config.web_url,
+            config.auth0_url,
+            credentials,
+            headers=headers,
+            proxy=proxy,
+            log=log,
         )
         try:
             async with asyncio.timeout(config.timeout):
@@ -136,5 +142,3 @@ class ChatGPTLogin(Plugin):
             raise GatewayTimeout(
                 f"the ChatGPT login did not finish within {config.timeout:g} s"
             ) from exc
-        finally:
-            await session.close()

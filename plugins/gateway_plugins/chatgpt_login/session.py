@@ -23,6 +23,7 @@ import time
 from gateway.api import (
     GatewayConfig,
     GatewayError,
+    HttpClient,
     ServiceUnavailable,
     get_logger,
     route_plugin_names,
@@ -49,8 +50,11 @@ _FINAL = frozenset({401, 403})
 class ServerLogin:
     """Keeps a fresh ChatGPT access token for the server's own account."""
 
-    def __init__(self, login: ChatGPTLogin, credentials: Credentials, proxy: str | None) -> None:
+    def __init__(
+        self, login: ChatGPTLogin, http: HttpClient, credentials: Credentials, proxy: str | None
+    ) -> None:
         self._login = login
+        self._http = http
         self._credentials = credentials
         self._proxy = proxy
         self._token: str | None = None
@@ -60,8 +64,11 @@ class ServerLogin:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, plugin: str) -> ServerLogin | None:
-        """The server login ``config`` asks for (``None`` without an e-mail), for ``plugin``.
+    def from_config(
+        cls, config: GatewayConfig, plugin: str, http: HttpClient
+    ) -> ServerLogin | None:
+        """The server login ``config`` asks for (``None`` without an e-mail), for ``plugin``,
+        calling through ``http``.
 
         It goes through the outbound proxy of the first route's upstream that runs ``plugin``.
         """
@@ -77,7 +84,7 @@ class ServerLogin:
         upstream = config.upstreams.get(names[0]) if names else None
         proxy = upstream.proxy[0] if upstream is not None and upstream.proxy else None
         credentials = Credentials(login_config.email, login_config.password)
-        return cls(ChatGPTLogin(login_config), credentials, proxy)
+        return cls(ChatGPTLogin(login_config), http, credentials, proxy)
 
     def start(self) -> None:
         """Log in now, and again before each token expires, in the background."""
@@ -106,7 +113,7 @@ class ServerLogin:
         retry = RETRY_FIRST
         while True:
             try:
-                token = await self._login.login(self._credentials, self._proxy)
+                token = await self._login.login(self._http, self._credentials, self._proxy)
             except GatewayError as exc:
                 self._problem = exc.message
                 final = exc.status in _FINAL

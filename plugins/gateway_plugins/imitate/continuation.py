@@ -13,15 +13,10 @@ pauses meanwhile, then goes on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from gateway.api import Exchange, GatewayError, UpstreamProtocolError
+from gateway.api import Exchange, GatewayError, HttpClient
 from gateway_plugins.imitate.errors import error_detail
 from gateway_plugins.imitate.request import continue_body
 from gateway_plugins.imitate.stream import ChunkStream, Completion
-
-if TYPE_CHECKING:
-    from gateway.api import Forwarder
 
 __all__ = ["MAX_CONTINUATIONS", "continue_answer"]
 
@@ -32,7 +27,7 @@ _ERROR_LIMIT = 64 * 1024
 
 
 async def continue_answer(
-    forwarder: Forwarder,
+    http: HttpClient,
     ex: Exchange,
     conversion: ChunkStream | Completion,
     slug: str,
@@ -40,32 +35,39 @@ async def continue_answer(
 ) -> bytes:
     """Have ChatGPT continue the answer ``conversion`` stopped short; return what it adds.
 
-    Whatever goes wrong ends the answer through ``conversion`` (an error event once
-    the stream has begun, else a 502).
+    The continuation goes to the exchange's upstream, through its proxy.  Whatever
+    goes wrong ends the answer through ``conversion`` (an error event once the
+    stream has begun, else a 502).
     """
     conversation_id, last_message_id = conversion.continue_answer()
     ex.set_json(continue_body(conversation_id, last_message_id, slug, history=history))
     ex.log.info("continuing an answer cut for length", conversation_id=conversation_id)
-    try:
-        upstream = await forwarder.send(ex, ex.body)
-    except GatewayError as exc:
-        return conversion.fail(f"ChatGPT could not continue the answer: {exc.message}")
+    assert ex.upstream is not None and ex.upstream_url is not None
     out: list[bytes] = []
+    answered = False
     try:
-        if upstream.status != 200:
-            body = b""
-            while len(body) < _ERROR_LIMIT and (chunk := await upstream.chunk()):
-                body += chunk
-            detail = error_detail(body)
-            reason = f"HTTP {upstream.status}" + (f": {detail}" if detail else "")
-            return conversion.fail(f"ChatGPT could not continue the answer ({reason})")
-        while chunk := await upstream.chunk():
-            out.append(conversion.feed(chunk))
-        upstream.release()
-    except (OSError, UpstreamProtocolError):
-        pass  # broken off: the final feed below ends the answer as incomplete
-    finally:
-        upstream.close()
+        async with http.stream(
+            ex.method,
+            ex.upstream_url,
+            headers=ex.upstream_headers,
+            body=ex.body,
+            upstream=ex.upstream,
+            proxy=ex.proxy,
+        ) as upstream:
+            answered = True
+            if upstream.status != 200:
+                body = b""
+                while len(body) < _ERROR_LIMIT and (chunk := await upstream.chunk()):
+                    body += chunk
+                detail = error_detail(body)
+                reason = f"HTTP {upstream.status}" + (f": {detail}" if detail else "")
+                return conversion.fail(f"ChatGPT could not continue the answer ({reason})")
+            while chunk := await upstream.chunk():
+                out.append(conversion.feed(chunk))
+    except GatewayError as exc:
+        if not answered:
+            return conversion.fail(f"ChatGPT could not continue the answer: {exc.message}")
+        # Broken off: the final feed below ends the answer as incomplete.
     if conversion.pending_continuation is None:
         out.append(conversion.feed(b"", final=True))
     return b"".join(out)

@@ -62,9 +62,9 @@ from yarl import URL
 from gateway.api import (
     BadGateway,
     Exchange,
-    Forwarder,
     GatewayConfig,
     GatewayContext,
+    HttpClient,
     MethodNotAllowed,
     NotFound,
     Plugin,
@@ -144,14 +144,14 @@ class Imitate(Plugin):
         if any(c in config.access_token for c in "\r\n\0"):
             raise ValueError("access_token: line breaks are not allowed")
         self.models = ModelMap(config.models, config.default_model)
-        self.forwarder: Forwarder | None = None  # set at start-up
+        self.http: HttpClient | None = None  # set at start-up
         self.server_login: ServerLogin | None = None  # OPENAI_EMAIL's, from start-up
 
     async def startup(self, context: GatewayContext) -> None:
-        """Keep the forwarder (to continue answers); log in with the server's own account;
+        """Keep the HTTP client (to continue answers); log in with the server's own account;
         warn, once, of the routes where the server's token is refused to clients without keys."""
-        self.forwarder = context.forwarder
-        self.server_login = ServerLogin.from_config(context.config, self.name)
+        self.http = context.http
+        self.server_login = ServerLogin.from_config(context.config, self.name, context.http)
         if self.server_login is not None:
             self.server_login.start()
         if self.config.allow_anonymous or not (self.config.access_token or self.server_login):
@@ -300,9 +300,9 @@ class Imitate(Plugin):
         try:
             out = body.feed(chunk, final=not chunk)
             while isinstance(body, ChunkStream | Completion) and body.pending_continuation:
-                assert self.forwarder is not None
+                assert self.http is not None
                 history = self.config.enable_history
-                out += await continue_answer(self.forwarder, ex, body, state.slug, history)
+                out += await continue_answer(self.http, ex, body, state.slug, history)
         finally:
             if isinstance(body, ChunkStream | Completion) and body.answer.started:
                 ex.usage = body.usage

@@ -4,10 +4,20 @@ and what a failed handshake means, in words."""
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from gateway.config import TlsConfig
+
+class TlsSettings(Protocol):
+    """What TLS towards an upstream is made of (`gateway.config.TlsConfig` is one)."""
+
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def cert_file(self) -> str | None: ...
+    @property
+    def key_file(self) -> str | None: ...
+    @property
+    def verify(self) -> bool: ...
 
 
 # OpenSSL's verification results (X509_V_ERR_*) that a reader can act on.
@@ -37,7 +47,7 @@ def describe_tls_error(exc: ssl.SSLError, host: str) -> str:
     return f"handshake failed ({reason})"
 
 
-def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     """A client context: the system's CAs or ``ca_file``, a client certificate if given.
 
     Raises `ValueError` naming the setting when a file cannot be used.

@@ -1,4 +1,4 @@
-"""The forwarder's HTTP/1.1 client (`gateway.upstream_client`), against real servers.
+"""The transport's HTTP/1.1 connections and pools (`gateway.transport`), against real servers.
 
 Every upstream here is a real server on 127.0.0.1: an aiohttp app where an HTTP
 server is enough, a raw `asyncio` server (`RawUpstream`) where a test needs
@@ -26,16 +26,11 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from gateway.upstream_client import (
-    MAX_HEAD_SIZE,
-    BadRequestHead,
-    UpstreamClosed,
-    UpstreamConnectError,
-    UpstreamProtocolError,
-    UpstreamResponse,
-    request_head,
-)
-from gateway.upstream_pool import Pool
+from gateway.transport.answer_reader import MAX_HEAD_SIZE
+from gateway.transport.failures import UpstreamClosed, UpstreamConnectError, UpstreamProtocolError
+from gateway.transport.pool import Pool
+from gateway.transport.request_head import BadRequestHead, request_head
+from gateway.transport.response import UpstreamResponse
 from tests.proxies import ProxyServer, free_port
 
 # An upper bound for anything that should happen "at once": generous, never a measurement.

@@ -1,11 +1,11 @@
-"""``gateway.idle_watch``: deadlines checked in batches, on a real event loop."""
+"""``gateway.transport.idle_watch``: deadlines checked in batches, on a real event loop."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from gateway.idle_watch import TICK, IdleWatch
+from gateway.transport.idle_watch import TICK, IdleWatch
 
 
 class Item:

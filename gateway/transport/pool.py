@@ -1,63 +1,39 @@
 """Kept-alive connections to one upstream origin, directly or through a proxy.
 
-The forwarder keeps one `Pool` per upstream origin and outbound proxy; each
+The transport keeps one `Pool` per upstream origin and outbound proxy; each
 request takes a connection (the newest idle one, else a new one), and gives it
 back when its answer was read to the end and the upstream keeps it open.
 
 ``connect_timeout`` bounds each step before a request can go out: the wait for
 a free slot (as redis-py's ``BlockingConnectionPool``), the tunnel through the
 proxy, and the connection with its TLS handshake.  Each step fails in its own
-way, so that the forwarder can say which one did.
+way, so that `gateway.transport.errors` can say which one did.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections.abc import AsyncIterable
-from typing import Any
 
-from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
-from python_socks.async_.asyncio.v2 import Proxy
+from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from yarl import URL
 
-from gateway.idle_watch import IdleWatch
-from gateway.upstream_client import (
-    Connection,
+from gateway.transport.connection import Connection
+from gateway.transport.failures import (
+    SlotTimeout,
     UpstreamClosed,
     UpstreamConnectError,
-    UpstreamResponse,
+    UpstreamTlsError,
 )
-from gateway.upstream_tls import describe_tls_error
+from gateway.transport.idle_watch import IdleWatch
+from gateway.transport.proxy import DEFAULT_PORTS, connect_through_proxy, make_proxy
+from gateway.transport.response import UpstreamResponse
+from gateway.transport.tls import describe_tls_error
 
-_PROXY_TYPES = {
-    "http": ProxyType.HTTP,
-    "https": ProxyType.HTTP,
-    "socks4": ProxyType.SOCKS4,
-    "socks5": ProxyType.SOCKS5,
-    "socks5h": ProxyType.SOCKS5,
-}
-_DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
 # Bodies of requests that may be sent again on a fresh connection if a kept-alive
 # one turns out to have been closed by the upstream (RFC 9110 section 9.2.2).
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
-
-
-class SlotTimeout(Exception):
-    """Every connection the pool may open stayed in use for the whole wait."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"all {limit} connections are in use")
-        self.limit = limit
-
-
-class UpstreamTlsError(UpstreamConnectError):
-    """TLS with the upstream failed: ``reason`` says how (its certificate, its name...)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Pool:
@@ -80,7 +56,7 @@ class Pool:
         self.loop = asyncio.get_running_loop()
         self.scheme = origin.scheme
         self.host = origin.raw_host or ""
-        self.port = origin.port or _DEFAULT_PORTS.get(self.scheme, 80)
+        self.port = origin.port or DEFAULT_PORTS.get(self.scheme, 80)
         self._proxy = make_proxy(proxy) if proxy is not None else None
         # (Never plain text to an https origin, whatever the caller passed.)
         self._tls = (tls or ssl.create_default_context()) if self.scheme == "https" else None
@@ -92,7 +68,7 @@ class Pool:
         self._sweeper: asyncio.TimerHandle | None = None
         self.idle_watch = IdleWatch(self.loop)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default = self.port == _DEFAULT_PORTS.get(self.scheme)
+        default = self.port == DEFAULT_PORTS.get(self.scheme)
         self.host_header = host if default else f"{host}:{self.port}"
 
     async def request(
@@ -158,7 +134,9 @@ class Pool:
                         server_hostname=self.host if self._tls else None,
                     )
             else:
-                await self._connect_through_proxy(connection, deadline)
+                await connect_through_proxy(
+                    self._proxy, connection, self.host, self.port, self._tls, deadline
+                )
         except (ProxyConnectionError, ProxyTimeoutError, ProxyError):
             raise  # the proxy's own failure, told apart by the forwarder
         except ssl.SSLError as exc:
@@ -169,31 +147,6 @@ class Pool:
             raise UpstreamConnectError(str(exc) or type(exc).__name__) from exc
         self._open.add(connection)
         return connection
-
-    async def _connect_through_proxy(self, connection: Connection, deadline: float) -> None:
-        """Open a tunnel through the proxy, then TLS inside it, both by ``deadline``.
-
-        A proxy that has not opened the tunnel by then timed out, whatever the
-        reason (it hangs, or the upstream behind it does): that is the proxy's failure.
-        """
-        assert self._proxy is not None
-        try:
-            async with asyncio.timeout_at(deadline):
-                stream = await self._proxy.connect(dest_host=self.host, dest_port=self.port)
-        except TimeoutError:
-            raise ProxyTimeoutError("the proxy did not open the tunnel in time") from None
-        try:
-            if self._tls is not None:
-                async with asyncio.timeout_at(deadline):
-                    stream = await stream.start_tls(hostname=self.host, ssl_context=self._tls)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await stream.close()
-            raise
-        transport = stream.writer.transport
-        connection._keep = stream.writer
-        transport.set_protocol(connection)
-        connection.connection_made(transport)
 
     def put_back(self, connection: Connection) -> None:
         """A connection done with its exchange, kept for the next."""
@@ -236,24 +189,3 @@ class Pool:
 
 def _replayable(method: str, body: bytes | AsyncIterable[bytes] | None) -> bool:
     return method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
-
-
-def make_proxy(url: str) -> Proxy:
-    """A python-socks proxy for an ``http``, ``https``, ``socks4``, ``socks5(h)`` URL."""
-    return Proxy(**proxy_settings(url))
-
-
-def proxy_settings(url: str) -> dict[str, Any]:
-    """What python-socks (and aiohttp-socks) need to know of a proxy URL."""
-    parsed = URL(url)
-    scheme = parsed.scheme
-    return {
-        "proxy_type": _PROXY_TYPES[scheme],
-        "host": parsed.host or "",
-        "port": parsed.port or _DEFAULT_PORTS[scheme],
-        "username": parsed.user,
-        "password": parsed.password,
-        # socks5h asks the proxy to resolve names; socks5 resolves them here.
-        "rdns": True if scheme == "socks5h" else (False if scheme == "socks5" else None),
-        "proxy_ssl": ssl.create_default_context() if scheme == "https" else None,
-    }
