@@ -15,6 +15,7 @@ import openai
 import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
+from structlog.testing import capture_logs
 
 from gateway.keys import key_digest
 from gateway.testing.recorder import Recorder
@@ -424,3 +425,16 @@ async def test_deployment_rpm_limit(
     assert int(headers["Retry-After"]) >= 1
     assert b"at its limit" in body
     assert len(upstreams.openai.requests) == 2  # the third never left the gateway
+
+
+async def test_the_access_log_names_the_upstream_that_answered(
+    start_gateway: StartGateway, upstreams: Upstreams
+) -> None:
+    gateway = await start_gateway(config(upstreams))
+    upstreams.flaky.fail("status", 503)
+    with capture_logs() as logs:
+        status, _, _ = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "flaky-4o"})
+    assert status == 200
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert line["upstream"] == "azure" and line["upstream_status"] == 200
+    assert AZURE_KEY not in repr(logs)
