@@ -103,6 +103,16 @@ upstream = "openai"
 model = "gpt-4o-mini"
 rpm = 2
 
+[plugins.routing.upstreams.flaky_azure]
+kind = "azure"
+api_key = "flaky-azure-key"
+
+[plugins.routing.models."az-flaky"]
+fallbacks = ["gpt-4o"]
+[[plugins.routing.models."az-flaky".deployments]]
+upstream = "flaky_azure"
+model = "dep"
+
 [plugins.routing.models."text-*"]
 [[plugins.routing.models."text-*".deployments]]
 upstream = "openai"
@@ -114,6 +124,8 @@ url = "{up.azure_url}"
 [upstreams.flaky]
 url = "{up.flaky.url}"
 idle_timeout = "1s"
+[upstreams.flaky_azure]
+url = "{up.flaky.url}"
 
 [routes.v1]
 path = "/v1/{{rest*}}"
@@ -363,6 +375,7 @@ async def test_keys_models_restrictions_and_models_list(
         "spread",
         "flaky-4o",
         "limited",
+        "az-flaky",
     ]  # wildcards are not listed
     assert (await bob.models.retrieve("gpt-4o")).id == "gpt-4o"
     with pytest.raises(openai.NotFoundError):
@@ -438,3 +451,19 @@ async def test_the_access_log_names_the_upstream_that_answered(
     (line,) = [entry for entry in logs if entry["event"] == "request"]
     assert line["upstream"] == "azure" and line["upstream_status"] == 200
     assert AZURE_KEY not in repr(logs)
+
+
+async def test_one_deployments_credential_never_follows_the_request(
+    start_gateway: StartGateway, upstreams: Upstreams
+) -> None:
+    gateway = await start_gateway(config(upstreams))
+    upstreams.flaky.fail("status", 500)
+    status, headers, _ = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "az-flaky"})
+    assert (status, headers[DEPLOYMENT_HEADER]) == (200, "openai/gpt-4o-2024-08-06")
+    azure_try = upstreams.flaky.recorder.last
+    assert azure_try.path == "/openai/deployments/dep/chat/completions"
+    assert azure_try.headers["api-key"] == "flaky-azure-key"
+    assert "Authorization" not in azure_try.headers
+    openai_try = upstreams.openai.last
+    assert openai_try.headers["Authorization"] == "Bearer sk-client"  # the client's, again
+    assert "api-key" not in openai_try.headers
