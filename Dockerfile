@@ -4,7 +4,7 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md config.toml ./
+COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY plugins ./plugins
 # Wheels for the gateway and every dependency, so the runtime stage needs no compiler.

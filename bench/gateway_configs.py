@@ -71,11 +71,8 @@ ALONE: dict[str, dict[str, Any]] = {
 
 
 def shipped_config() -> dict[str, Any]:
-    """The default config (the repository's ``config.toml``), parsed."""
-    for path in (REPO / "config.toml", REPO / "gateway" / "config.toml"):
-        if path.exists():
-            return tomllib.loads(path.read_text())
-    raise FileNotFoundError("config.toml not found next to bench/")
+    """The default config (``gateway/config.toml``, shipped in the package), parsed."""
+    return tomllib.loads((REPO / "gateway" / "config.toml").read_text())
 
 
 def shipped_pipeline() -> tuple[str, ...]:

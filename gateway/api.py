@@ -50,9 +50,9 @@ from gateway.errors import (
     error_body,
     error_response,
 )
+from gateway.headers import HEADER_TOKEN
 from gateway.http_client import HttpClient, HttpResponse, HttpStream
 from gateway.ids import new_id
-from gateway.jsonbody import dumps as json_dumps
 from gateway.jsonbody import loads as json_loads
 from gateway.jsonbody import loads_upstream as json_loads_upstream
 from gateway.keys import digests_match, key_digest
@@ -64,12 +64,14 @@ from gateway.runtime import merge_tables, route_plugin_names
 from gateway.sse import SSEParser
 from gateway.transport import ProxyConnectError, UpstreamBusy, UpstreamTlsFailed
 from gateway.units import format_duration, format_size, parse_duration, parse_size
+from gateway.usage import TokenMeter, estimate_tokens, prompt_tokens
 
 #: The version of this surface (semantic versioning; see the module's docstring).
 API_VERSION = "1.0"
 
 __all__ = [
     "API_VERSION",
+    "HEADER_TOKEN",
     "HOOKS",
     "HTTP_METHODS",
     "BadGateway",
@@ -105,6 +107,7 @@ __all__ = [
     "SSEParser",
     "Seconds",
     "ServiceUnavailable",
+    "TokenMeter",
     "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -117,10 +120,10 @@ __all__ = [
     "digests_match",
     "error_body",
     "error_response",
+    "estimate_tokens",
     "format_duration",
     "format_size",
     "get_logger",
-    "json_dumps",
     "json_line_format",
     "json_loads",
     "json_loads_upstream",
@@ -129,6 +132,7 @@ __all__ = [
     "new_id",
     "parse_duration",
     "parse_size",
+    "prompt_tokens",
     "redact_url",
     "route_plugin_names",
     "structure",

@@ -4,6 +4,7 @@ client, and the client's address."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -11,6 +12,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 # RFC 9110 section 7.6.1, plus the proxy-only headers a gateway must not pass on.
 # Names are kept lower-cased: ``istr`` compares case-insensitively but hashes
 # case-sensitively, so a set of them would miss "keep-alive" written in lower case.
+#: An HTTP token (RFC 9110 section 5.6.2): what a header name, or a method, may be.
+HEADER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (

@@ -15,10 +15,12 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.plugin import Exchange, Plugin, SSEEvent
-from gateway.sse import SSEParser
+from gateway.sse import EventTooLarge, SSEParser
+from gateway.usage import TokenMeter, prompt_tokens
 
 logger = structlog.get_logger("gateway")
 
+Parsed = list[tuple[SSEEvent | None, bytes]]
 ChunkHook = Callable[[Exchange, bytes], Awaitable[bytes]]
 EventHook = Callable[[Exchange, SSEEvent], Awaitable[SSEEvent | Sequence[SSEEvent] | None]]
 
@@ -33,6 +35,7 @@ class Pipeline:
         "request_hooks",
         "response_hooks",
         "upstream_error_hooks",
+        "usage_wanted",
     )
 
     def __init__(self, plugins: Sequence[Plugin]) -> None:
@@ -57,6 +60,8 @@ class Pipeline:
                 else:
                     stages.append(("event", [plugin.on_event]))
         self.body_stages = stages
+        #: Some plugin reads ``Exchange.usage``: the gateway meters answers for it.
+        self.usage_wanted = any(p.needs_usage() for p in plugins)
 
     async def run_request(
         self, ex: Exchange
@@ -66,6 +71,7 @@ class Pipeline:
         Returns the answer (a raised `GatewayError` becomes its JSON answer), the
         index of the plugin that gave it, and the error if one was raised.
         """
+        ex.usage_wanted = self.usage_wanted
         for index, hook in self.request_hooks:
             try:
                 response = await hook(ex)
@@ -119,6 +125,8 @@ class Pipeline:
 
     async def run_complete(self, ex: Exchange, error: BaseException | None) -> None:
         """Run every ``on_complete`` hook; one failing does not stop the others."""
+        if ex.error_code is None and isinstance(error, GatewayError):
+            ex.error_code = error.code
         for hook in self.complete_hooks:
             try:
                 await hook(ex, error)
@@ -128,7 +136,26 @@ class Pipeline:
     def body_filter(self, ex: Exchange, sse: bool) -> BodyFilter | None:
         """A filter for this response's body, or ``None`` when no plugin wants the body."""
         stages = [s for s in self.body_stages if sse or s[0] == "chunk"]
+        meter = usage_meter(ex) if self.usage_wanted else None
+        if meter is not None:
+            # First: it sees the upstream's own bytes, before any plugin changes them.
+            stages.insert(0, ("usage", [meter]))
         return BodyFilter(ex, stages) if stages else None
+
+
+def usage_meter(ex: Exchange) -> TokenMeter | None:
+    """A meter for this answer's tokens: for a successful JSON or event-stream answer
+    whose usage no plugin has counted yet."""
+    headers = ex.response_headers
+    if ex.usage is not None or headers is None or ex.status is None or ex.method == "HEAD":
+        return None
+    if not 200 <= ex.status < 300:
+        return None
+    content_type = headers.get("Content-Type", "")
+    media = content_type.partition(";")[0].strip().lower()
+    if media != "text/event-stream" and media != "application/json" and not media.endswith("+json"):
+        return None
+    return TokenMeter(content_type, headers.get("Content-Encoding", ""))
 
 
 class BodyFilter:
@@ -143,8 +170,12 @@ class BodyFilter:
 
     def __init__(self, ex: Exchange, stages: list[tuple[str, list[Any]]]) -> None:
         self._ex = ex
-        self._stages: list[_ChunkStage | _EventStage] = [
-            _ChunkStage(hooks[0]) if kind == "chunk" else _EventStage(hooks, ex.max_event_size)
+        self._stages: list[_ChunkStage | _EventStage | _UsageStage] = [
+            _ChunkStage(hooks[0])
+            if kind == "chunk"
+            else _UsageStage(hooks[0], ex.max_event_size)
+            if kind == "usage"
+            else _EventStage(hooks, ex.max_event_size)
             for kind, hooks in stages
         ]
 
@@ -176,6 +207,44 @@ class _ChunkStage:
 
     async def finish(self, ex: Exchange) -> bytes:
         return await self.hook(ex, b"")
+
+
+class _UsageStage:
+    """Meters the answer's tokens, passing its bytes on untouched; sets ``ex.usage`` at the end."""
+
+    __slots__ = ("meter", "parser")
+
+    def __init__(self, meter: TokenMeter, max_event_size: int) -> None:
+        self.meter = meter
+        self.parser = SSEParser(max_event_size) if meter.streamed else None
+
+    async def feed(self, ex: Exchange, data: bytes) -> bytes:
+        if self.parser is None:
+            self.meter.feed(data)
+        else:
+            self._read(self.parser.feed, data)
+        return data
+
+    async def finish(self, ex: Exchange) -> bytes:
+        if self.parser is None:
+            self.meter.finish()
+        else:
+            self._read(lambda _: self.parser.flush() if self.parser else [], b"")
+        if ex.usage is None:  # (a plugin that counts its own answer set it meanwhile)
+            ex.usage = self.meter.usage(prompt_tokens(ex.json_if_read()))
+        return b""
+
+    def _read(
+        self, parse: Callable[[bytes], list[tuple[SSEEvent | None, bytes]]], data: bytes
+    ) -> None:
+        try:
+            parsed = parse(data)
+        except EventTooLarge:
+            self.parser = None  # metering never breaks an answer: the estimate stops here
+            return
+        for event, _ in parsed:
+            if event is not None:
+                self.meter.event(event)
 
 
 class _EventStage:

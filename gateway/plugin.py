@@ -111,6 +111,28 @@ class Plugin:
     async def on_complete(self, ex: Exchange, error: BaseException | None) -> None:
         """Called exactly once per request, after the last byte or the error."""
 
+    def needs_usage(self) -> bool:
+        """Whether this plugin reads ``Exchange.usage``: then the gateway fills it.
+
+        On a route where some plugin says yes, the gateway meters every answer's
+        tokens (the upstream's ``usage``, else an estimate with ``estimated=True``)
+        unless a plugin set ``ex.usage`` itself.  Default: no (metering costs CPU).
+        """
+        return False
+
+    def identifies_clients(self) -> bool:
+        """Whether this plugin sets ``Exchange.identity`` on every request it lets pass
+        (an authentication plugin that refuses the unknown).  Default: no."""
+        return False
+
+    def status(self) -> Mapping[str, Any]:
+        """What this plugin can report about its live state, JSON-able (default: nothing).
+
+        Read by `GatewayContext.statuses` (an admin page, say); names, states and
+        times only, never a secret.
+        """
+        return {}
+
     def uses(self, hook: str) -> bool:
         """Whether the gateway must call ``hook`` on this instance.
 
@@ -163,7 +185,9 @@ class Identity:
 
     name: str
     team: str | None = None
+    #: The routes this client may use (``None``: every route); the auth plugin enforces it.
     allowed_routes: frozenset[str] | None = None
+    #: The models this client may ask for (``None``: any); the auth plugin enforces it.
     allowed_models: frozenset[str] | None = None
 
 
@@ -173,6 +197,8 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Counted from the text (about four characters a token), not reported by the upstream.
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -215,8 +241,23 @@ class Exchange:
     proxy: str | None = None
     #: Who the client is, once an auth plugin knows.
     identity: Identity | None = None
-    #: Free space for plugins.
+    #: Free space for a plugin's own per-request state, keyed by its name.  What other
+    #: plugins read goes in the typed fields below, never here.
     state: dict[str, Any] = attrs.Factory(dict)
+    #: The model the request asked for (the body's ``model``), once a plugin read the body.
+    model: str | None = None
+    #: The name of the pooled upstream credential used (never the secret), set by ``auth``.
+    credential: str | None = None
+    #: How many times a refused credential was replaced by another for this request.
+    credential_failovers: int = 0
+    #: The name of the limit rule that refused the request (a config name), if one did.
+    limited_by: str | None = None
+    #: The ``code`` of the error the client got, the gateway's or the upstream's.
+    error_code: str | None = None
+    #: The deployment that answered, when a plugin chose among several.
+    deployment: str | None = None
+    #: Whether some plugin of the route needs ``usage`` (`Plugin.needs_usage`).
+    usage_wanted: bool = False
     #: The status and headers the client will get (set when the upstream answers).
     status: int | None = None
     response_headers: CIMultiDict[str] | None = None
@@ -288,7 +329,19 @@ class Exchange:
                 self._json = await jsonbody.loads_async(raw) if raw.strip() else None
             except ValueError as exc:
                 raise BadRequest(f"request body is not valid JSON: {exc}") from None
+            self.note_model(self._json)
         return self._json
+
+    def json_if_read(self) -> Any:
+        """The parsed JSON body if a plugin has read it (`json`), else ``None``."""
+        return None if self._json is _UNREAD else self._json
+
+    def note_model(self, body: Any) -> None:
+        """Set `model` from a JSON body's ``model`` string, unless a plugin set it already."""
+        if self.model is None and isinstance(body, dict):
+            model = body.get("model")
+            if isinstance(model, str):
+                self.model = model
 
     def set_json(self, value: Any) -> None:
         """Replace the request body with ``value`` serialised as JSON (400 if it cannot be)."""

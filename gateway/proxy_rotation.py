@@ -47,6 +47,10 @@ class ProxyRotation:
                 return proxy
         return min(proxies, key=lambda p: self._down_until.get(p, 0.0))
 
+    def down_for(self, proxy: str) -> float:
+        """Seconds until ``proxy`` is tried again after a failure (0: healthy)."""
+        return max(0.0, self._down_until.get(proxy, 0.0) - self._clock())
+
     def failed(self, proxy: str, why: str) -> None:
         """Skip ``proxy`` for its cool-down (logged once, however many requests saw it fail)."""
         now = self._clock()

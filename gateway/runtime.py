@@ -65,6 +65,8 @@ class Runtime:
             config=config,
             http=HttpClient(self.forwarder, config.upstreams),
             proxies=self.forwarder.proxies,
+            plugins=tuple(plugins),
+            pipelines={name: pipeline.plugins for name, pipeline in pipelines.items()},
         )
         self.in_flight = 0
         self._idle = asyncio.Event()

@@ -15,13 +15,12 @@ import yaml
 from gateway.units import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIG = ROOT / "gateway" / "config.toml"
 DOCKERFILE = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")  # join continued lines
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-CONFIG_VARIABLES = set(
-    re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", (ROOT / "config.toml").read_text())
-)
+CONFIG_VARIABLES = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", SHIPPED_CONFIG.read_text()))
 # Accepted and ignored, so that go-chatgpt-api's compose files work unchanged.
 IGNORED_VARIABLES = {"GIN_MODE"}
 
@@ -80,7 +79,7 @@ def test_the_wheel_embeds_the_default_config(tmp_path):
     )
     (wheel,) = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        assert archive.read("gateway/config.toml") == (ROOT / "config.toml").read_bytes()
+        assert archive.read("gateway/config.toml") == SHIPPED_CONFIG.read_bytes()
         assert "gateway_plugins/auth/plugin.py" in archive.namelist()
         assert not any(name.startswith("plugins/") for name in archive.namelist())
 
@@ -103,7 +102,7 @@ def test_commented_compose_variables_are_read_by_the_config_too():
 def test_docker_waits_longer_than_the_drain_before_killing():
     # Docker's default is 10 s, then SIGKILL: streams would be cut mid-drain.
     service = COMPOSE["services"]["chatgpt-gateway"]
-    drain_timeout = tomllib.loads((ROOT / "config.toml").read_text())["server"]["drain_timeout"]
+    drain_timeout = tomllib.loads(SHIPPED_CONFIG.read_text())["server"]["drain_timeout"]
     assert parse_duration(service["stop_grace_period"]) > parse_duration(drain_timeout)
 
 

@@ -66,7 +66,7 @@ def test_every_go_chatgpt_api_variable_in_the_readme_is_read():
     table = section("Coming from go-chatgpt-api").split("\n\n")[1]
     variables = set(re.findall(r"^\| (.*?) \|", table, re.M)) - {"go-chatgpt-api", "---"}
     names = {name for cell in variables for name in re.findall(r"`([A-Z_]+)`", cell)}
-    config = (ROOT / "config.toml").read_text()
+    config = (ROOT / "gateway" / "config.toml").read_text()
     read_by_config = set(re.findall(r"\$\{([A-Z_]+)", config))
     running = (ROOT / "gateway" / "running.py").read_text()
     assert "IMITATE_ACCESS_TOKEN" in names and "CONTINUE_SIGNAL" in names

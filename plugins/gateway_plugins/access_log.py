@@ -39,11 +39,18 @@ FIELDS = (
     "identity",
     "upstream",
     "proxy",
+    "model",
+    "credential",
+    "deployment",
+    "limited_by",
 )
+#: The longest ``model`` logged: it is the client's word, not the config's.
+MAX_MODEL_LOGGED = 100
 
 
 class AccessLog(Plugin):
-    """One JSON line per request (id, route, status, timings, bytes, identity, error)."""
+    """One JSON line per request (id, route, status, timings, bytes, identity, model,
+    credential, deployment, the limit that refused it, error)."""
 
     @attrs.frozen
     class Config:
@@ -101,7 +108,16 @@ def json_values(ex: Exchange, now: float) -> tuple[str, ...]:
         quote(upstream.name) if upstream is not None else "null",
         # SECURITY: proxy URLs may carry credentials.
         quote(_redact_proxy(ex.proxy)) if ex.proxy else "null",
+        quote(ex.model[:MAX_MODEL_LOGGED]) if ex.model is not None else "null",
+        # (Names from the config: the credential's name, never its secret.)
+        json_str(ex.credential),
+        json_str(ex.deployment),
+        json_str(ex.limited_by),
     )
+
+
+def json_str(value: str | None) -> str:
+    return "null" if value is None else quote(value)
 
 
 def json_int(value: int | None) -> str:

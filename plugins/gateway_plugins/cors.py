@@ -14,12 +14,11 @@ import attrs
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.api import Exchange, Forbidden, NonNegativeInt, Plugin
+from gateway.api import HEADER_TOKEN, Exchange, Forbidden, NonNegativeInt, Plugin
 
 __all__ = ["Cors"]
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[a-z0-9*_.-]+(?::[0-9]{1,5})?")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The upstream headers that would compete with the gateway's policy.
 _UPSTREAM_CORS = (
     "Access-Control-Allow-Origin",
@@ -87,7 +86,7 @@ class Cors(Plugin):
             ("expose_headers", config.expose_headers),
         ):
             for i, value in enumerate(values):
-                if not _TOKEN.fullmatch(value):
+                if not HEADER_TOKEN.fullmatch(value):
                     raise ValueError(f"{key}[{i}]: not a method or header name ({value!r})")
         self._reflect_methods = "*" in config.allow_methods
         self._methods = ", ".join(m.upper() for m in config.allow_methods)

@@ -16,6 +16,11 @@ The forwarder keeps one connection pool per upstream and proxy.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
 import attrs
 
 from gateway.api import (
@@ -27,6 +32,7 @@ from gateway.api import (
     ProxyRotation,
     ProxyUrl,
     Seconds,
+    redact_url,
 )
 
 
@@ -43,12 +49,27 @@ class UpstreamProxy(Plugin):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.rotation = ProxyRotation()  # the gateway's own, once started
+        self.proxies: tuple[str, ...] = config.proxies
 
     async def startup(self, context: GatewayContext) -> None:
         self.rotation = context.proxies
         upstreams = context.config.upstreams.values()
-        for proxy in self.config.proxies or [p for u in upstreams for p in u.proxy]:
+        self.proxies = self.config.proxies or tuple(p for u in upstreams for p in u.proxy)
+        for proxy in self.proxies:
             self.rotation.cooldowns[proxy] = self.config.cooldown
+
+    def status(self) -> Mapping[str, Any]:
+        """Each proxy of its lists (credentials redacted): healthy, or cooling down until when."""
+        wall = time.time()
+        report: dict[str, dict[str, str]] = {}
+        for proxy in self.proxies:
+            down_for = self.rotation.down_for(proxy)
+            if down_for > 0:
+                until = datetime.fromtimestamp(wall + down_for, UTC).isoformat(timespec="seconds")
+                report[redact_url(proxy)] = {"state": "cooling down", "until": until}
+            else:
+                report[redact_url(proxy)] = {"state": "healthy"}
+        return {"proxies": report} if report else {}
 
     async def on_request(self, ex: Exchange) -> None:
         # (Without a list of its own, the upstream's proxy chosen by the gateway stays.)

@@ -48,6 +48,14 @@ async def test_a_credential_the_upstream_says_is_unusable_is_set_aside(
     warning = next(e for e in logs if e["event"] == "upstream credential set aside")
     assert warning["credential"] == "main" and warning["seconds"] == 3600
     assert "sk-main" not in repr(logs) and "sk-spare" not in repr(logs)
+    # Its status, for an admin page: names, states, until when and why; no secret.
+    status = gateway.service.runtime.context.statuses()["auth"]
+    pool = status["credentials"]["openai"]
+    assert pool["spare"] == {"state": "usable"}
+    assert pool["main"]["state"] == "set aside" and pool["main"]["until"].endswith("+00:00")
+    code = {"invalid": "invalid_api_key", "deactivated": "account_deactivated"}[trouble]
+    assert pool["main"]["why"] == {"status": 401, "code": code}
+    assert "sk-" not in repr(status)
 
 
 async def test_other_refusals_go_to_the_client_and_leave_the_pool_alone(upstream, start_gateway):

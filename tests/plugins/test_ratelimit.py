@@ -341,7 +341,7 @@ async def test_a_rejection_is_recorded_for_metrics_and_charges_nothing():
     rejected = exchange()
     with pytest.raises(TooManyRequests) as caught:
         await plugin.on_request(rejected)
-    assert rejected.state["ratelimit"] == {"rejected": "slots"}
+    assert rejected.limited_by == "slots"
     assert caught.value.headers["Retry-After"] == "1"
     assert "'slots'" in caught.value.message
     await plugin.on_complete(rejected, caught.value)  # frees nothing: it took nothing
@@ -362,8 +362,22 @@ async def test_exchange_usage_wins_over_the_upstream_usage():
     assert await plugin.on_event(ex, event) is event  # passed through unchanged
     ex.usage = Usage(prompt_tokens=3, completion_tokens=4)  # another plugin's count
     await plugin.on_complete(ex, None)
-    assert ex.state["ratelimit"] == {"tokens": 7}
+    assert ex.usage == Usage(prompt_tokens=3, completion_tokens=4)  # left as it was
     assert (await admitted_headers(plugin))["X-RateLimit-Remaining"] == "93"
+
+
+async def test_the_upstream_usage_it_metered_fills_exchange_usage():
+    plugin = make_plugin({"name": "tokens", "key": "client_ip", "tokens": 100, "period": "day"})
+    ex = exchange()
+    await plugin.on_request(ex)
+    ex.status = ex.upstream_status = 200
+    ex.response_headers = CIMultiDict({"Content-Type": "text/event-stream"})
+    await plugin.on_response(ex)
+    usage = {"prompt_tokens": 20, "completion_tokens": 30, "total_tokens": 50}
+    await plugin.on_event(ex, SSEEvent(data=json.dumps({"choices": [], "usage": usage})))
+    await plugin.on_complete(ex, None)
+    assert ex.usage == Usage(prompt_tokens=20, completion_tokens=30, estimated=False)
+    assert (await admitted_headers(plugin))["X-RateLimit-Remaining"] == "50"
 
 
 async def test_a_request_is_settled_exactly_once():

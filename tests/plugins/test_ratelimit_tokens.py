@@ -14,8 +14,7 @@ import pytest
 
 from gateway.plugin import SSEEvent
 from gateway.testing import start_simulator
-from gateway_plugins.ratelimit.tokens import MAX_BODY, TokenMeter, estimate_tokens, usage_tokens
-from gateway_plugins.ratelimit.usage import prompt_tokens
+from gateway.usage import MAX_BODY, TokenMeter, estimate_tokens, prompt_tokens, usage_tokens
 
 
 def streamed(meter: TokenMeter, *events: Any) -> TokenMeter:

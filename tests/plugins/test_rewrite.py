@@ -21,7 +21,7 @@ from gateway.pipeline import Pipeline
 from gateway.plugin import Exchange, SSEEvent
 from gateway_plugins.rewrite.plugin import Rewrite
 
-CONFIG_TOML = Path(__file__).resolve().parents[2] / "config.toml"
+CONFIG_TOML = Path(__file__).resolve().parents[2] / "gateway" / "config.toml"
 
 
 def make_rewrite(**table: Any) -> Rewrite:

@@ -206,6 +206,10 @@ async def test_rotation_and_a_failed_proxy_is_skipped(serve_app, start_gateway, 
     assert len(upstream.requests) == 8
     # Both live proxies carried traffic (each keeps its pooled connection open).
     assert await first.tunnels_to(port) >= 1 and await second.tunnels_to(port) >= 1
+    # Its status, for an admin page: the dead one cools down until a stated time.
+    proxies = gateway.service.runtime.context.statuses()["upstream_proxy"]["proxies"]
+    assert proxies[first.url] == proxies[second.url] == {"state": "healthy"}
+    assert proxies[dead]["state"] == "cooling down" and proxies[dead]["until"].endswith("+00:00")
 
 
 async def test_route_level_proxies_override_the_upstreams(serve_app, start_gateway, start_proxy):

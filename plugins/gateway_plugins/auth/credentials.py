@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -204,3 +205,43 @@ class CredentialPool:
         """How many credentials may be used now for ``model``."""
         now = self._clock()
         return sum(1 for c in self.credentials if self.rest(c, model).until <= now)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Each credential's state, by name: ``usable``, ``cooling`` (for some models) or
+        ``set aside``; until when (UTC, ISO 8601) and why (the upstream's status and code).
+
+        Names, times and error codes only: never a token, nor the upstream's message
+        (it may quote part of a key).
+        """
+        now, wall = self._clock(), time.time()
+        report: dict[str, dict[str, Any]] = {}
+        for credential in self.credentials:
+            entry: dict[str, Any] = {"state": "usable"}
+            aside = self._aside.get(credential.name)
+            cooling = {
+                model: rest
+                for (name, model), rest in self._cooling.items()
+                if name == credential.name and rest.until > now
+            }
+            if aside is not None and aside.until > now:
+                entry = {"state": "set aside", **_rest_report(aside, now, wall)}
+            elif cooling:
+                entry["state"] = "cooling"
+            if cooling:
+                entry["cooling"] = {
+                    str(model): _rest_report(rest, now, wall) for model, rest in cooling.items()
+                }
+            report[credential.name] = entry
+        return report
+
+
+def _rest_report(rest: Rest, now: float, wall: float) -> dict[str, Any]:
+    """When a rest ends (UTC) and why, as an admin page shows it."""
+    until = datetime.fromtimestamp(wall + rest.until - now, UTC).isoformat(timespec="seconds")
+    refusal = rest.refusal
+    why = (
+        None
+        if refusal is None
+        else {"status": refusal.status, "code": refusal.code or refusal.type}
+    )
+    return {"until": until, "why": why}

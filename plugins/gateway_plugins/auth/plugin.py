@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -144,6 +144,16 @@ class Auth(Plugin):
         )
         self.failover = PoolFailover(self.pools, rules)
 
+    def identifies_clients(self) -> bool:
+        """Keys mode: every request that passes has an identity."""
+        return bool(self.config.mode == "keys")
+
+    def status(self) -> Mapping[str, Any]:
+        """Keys mode: each upstream's pooled credentials, usable, cooling or set aside."""
+        if not self.pools:
+            return {}
+        return {"credentials": {name: pool.status() for name, pool in self.pools.items()}}
+
     def uses(self, hook: str) -> bool:
         if hook == "on_response":
             return bool(self.config.mode == "keys")
@@ -190,25 +200,13 @@ class Auth(Plugin):
         if found is None:
             raise Unauthorized("unknown client key")
         name, key = found
-        ex.identity = Identity(
+        identity = ex.identity = Identity(
             name=name,
             team=key.team,
             allowed_routes=frozenset(key.routes) or None,
             allowed_models=frozenset(key.models) or None,
         )
-        if key.routes and ex.route_name not in key.routes:
-            raise Forbidden(f"client {name!r} may not use route {ex.route_name!r}")
-        if key.models:
-            model = await requested_model(ex)
-            if model is None and ex.method in _MODEL_METHODS:
-                # SECURITY: no model (or ``null``) lets the upstream choose one (a default,
-                # an assistant's): a restricted key must name one of its own.
-                raise Forbidden(
-                    f"client {name!r} may only use the models {', '.join(key.models)}: "
-                    "name one in the body's model"
-                )
-            if model is not None and model not in key.models:
-                raise Forbidden(f"client {name!r} may not use model {model!r}")
+        await enforce(ex, identity)
 
     def drop_account_headers(self, ex: Exchange, key: str | None) -> None:
         """SECURITY: a client must not choose the server's account, nor send its key upstream.
@@ -226,6 +224,25 @@ class Auth(Plugin):
         if key:
             for name in {name for name, value in headers.items() if key in value}:
                 headers.popall(name)
+
+
+async def enforce(ex: Exchange, identity: Identity) -> None:
+    """Refuse (403) a route or model the identity is not allowed."""
+    name = identity.name
+    if identity.allowed_routes is not None and ex.route_name not in identity.allowed_routes:
+        raise Forbidden(f"client {name!r} may not use route {ex.route_name!r}")
+    allowed = identity.allowed_models
+    if allowed is not None:
+        model = await requested_model(ex)
+        if model is None and ex.method in _MODEL_METHODS:
+            # SECURITY: no model (or ``null``) lets the upstream choose one (a default,
+            # an assistant's): a restricted identity must name one of its own.
+            raise Forbidden(
+                f"client {name!r} may only use the models {', '.join(sorted(allowed))}: "
+                "name one in the body's model"
+            )
+        if model is not None and model not in allowed:
+            raise Forbidden(f"client {name!r} may not use model {model!r}")
 
 
 async def requested_model(ex: Exchange) -> str | None:

@@ -95,25 +95,22 @@ class PoolFailover:
             credential = pool.choose(model)
         except NoCredential as exc:
             raise still_refused(ex, exc) from None
-        ex.state["auth"] = {
-            "credential": credential.name,
-            "model": model,
-            "failovers": 0,
-            "tried": {credential.name},
-        }
+        ex.state["auth"] = {"model": model, "tried": {credential.name}}
+        ex.credential = credential.name
         set_credential(ex, credential)
 
     async def on_response(self, ex: Exchange) -> None:
         """Judge a refusal; rest the credential and retry with the next when it was its fault."""
         state: dict[str, Any] | None = ex.state.get("auth")
         headers = ex.response_headers
-        if state is None or ex.upstream is None or headers is None:
+        if state is None or ex.upstream is None or headers is None or ex.credential is None:
             return
         if ex.upstream_status not in _JUDGED:
             return
         pool = self.pools[ex.upstream.name]
-        credential, model = pool.named(state["credential"]), state["model"]
+        credential, model = pool.named(ex.credential), state["model"]
         refusal = read_refusal(ex.upstream_status, await ex.read_upstream_body(_ERROR_BODY_LIMIT))
+        ex.error_code = refusal.code or refusal.type
         verdict = self.rules.judge(refusal, headers)
         if verdict is None:
             return  # about the request, not the credential: the client's own answer
@@ -147,8 +144,9 @@ class PoolFailover:
                 headers={"Retry-After": "1"},
             )
         state["tried"].add(following.name)
-        state["credential"] = following.name
-        state["failovers"] += 1
+        ex.credential = following.name
+        ex.credential_failovers += 1
+        ex.error_code = None  # the next answer speaks for itself
         set_credential(ex, following, credential)
 
 
@@ -186,6 +184,7 @@ def still_refused(ex: Exchange, exc: NoCredential) -> GatewayError:
     """The answer while no credential is usable: the upstream's last word, and when to retry."""
     headers = {"Retry-After": retry_after_header(exc.retry_after or 1)}
     if exc.refusal is not None:
+        ex.error_code = exc.refusal.code or "upstream_refused"
         return StillRefused(exc.refusal, headers)
     name = ex.upstream.name if ex.upstream is not None else "?"
     return ServiceUnavailable(

@@ -68,10 +68,8 @@ from gateway.api import (
     MethodNotAllowed,
     NotFound,
     Plugin,
-    RouteConfig,
     Unauthorized,
     get_logger,
-    merge_tables,
     route_plugin_names,
 )
 from gateway_plugins.chatgpt_login.session import ServerLogin
@@ -156,11 +154,11 @@ class Imitate(Plugin):
             self.server_login.start()
         if self.config.allow_anonymous or not (self.config.access_token or self.server_login):
             return
-        config = context.config
         keyless = [
             name
-            for name, route in config.routes.items()
-            if self.name in route_plugin_names(config, route) and not keys_mode(config, route)
+            for name in context.config.routes
+            if self.name in (p.name for p in context.route_plugins(name))
+            and not any(p.identifies_clients() for p in context.route_plugins(name))
         ]
         if keyless:
             logger.warning(
@@ -307,11 +305,3 @@ class Imitate(Plugin):
             if isinstance(body, ChunkStream | Completion) and body.answer.started:
                 ex.usage = body.usage
         return out
-
-
-def keys_mode(config: GatewayConfig, route: RouteConfig) -> bool:
-    """Whether ``route``'s own pipeline runs ``auth`` in keys mode (its route config counted)."""
-    if "auth" not in route_plugin_names(config, route):
-        return False
-    table = merge_tables(config.plugins.get("auth", {}), route.plugins.get("auth", {}))
-    return table.get("mode") == "keys"

@@ -16,20 +16,18 @@ at least 1 for non-empty text; each prompt message counts at least 1.
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Any
 
 import attrs
 
-from gateway.api import BadRequest
+from gateway.api import BadRequest, estimate_tokens
 
 __all__ = [
     "ChatMessage",
     "ChatRequest",
     "continue_body",
     "conversation_body",
-    "estimate_tokens",
     "parse_chat_request",
 ]
 
@@ -57,12 +55,7 @@ class ChatRequest:
     @property
     def prompt_tokens(self) -> int:
         """The estimated prompt size: each message's estimate, at least 1 each."""
-        return sum(max(1, estimate_tokens(m.text)) for m in self.messages)
-
-
-def estimate_tokens(text: str) -> int:
-    """``ceil(len(text) / 4)``: about four characters a token, 0 only for empty text."""
-    return math.ceil(len(text) / 4)
+        return sum(max(1, estimate_tokens(len(m.text))) for m in self.messages)
 
 
 def parse_chat_request(body: Any) -> ChatRequest:

@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.api import BadGateway, SSEEvent, SSEParser, Usage
+from gateway.api import BadGateway, SSEEvent, SSEParser, Usage, estimate_tokens
 from gateway_plugins.imitate.answer import ChatGPTAnswer
 from gateway_plugins.imitate.errors import stream_error_event
-from gateway_plugins.imitate.request import estimate_tokens
 
 __all__ = ["ChunkStream", "Completion", "DeltaTracker"]
 
@@ -109,7 +108,7 @@ class _Conversion:
     @property
     def usage(self) -> Usage:
         """The estimated usage of the answer so far."""
-        return Usage(self.prompt_tokens, estimate_tokens(self.answer.text))
+        return Usage(self.prompt_tokens, estimate_tokens(len(self.answer.text)), estimated=True)
 
     def usage_object(self) -> dict[str, int]:
         usage = self.usage

@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import attrs
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.api import HTTP_METHODS, Exchange, GatewayConfig, GatewayContext, Plugin, UpstreamError
+from gateway.api import HTTP_METHODS, Exchange, GatewayContext, Plugin, UpstreamError
 from gateway_plugins.metrics.registry import GatewayMetrics, gateway_metrics
-from gateway_plugins.ratelimit.breaker import STORE_HEALTH
 
 #: The ``Exchange.state`` key of this plugin: when the upstream's head arrived.
 STATE_KEY = "metrics"
+#: The most distinct ``rule`` labels of the rejections counter (see `Metrics._rule_label`).
+MAX_RULE_LABELS = 100
 _CLIENT_GONE = (asyncio.CancelledError, ConnectionError)
 
 
@@ -58,11 +58,18 @@ class Metrics(Plugin):
 
         #: Where ``GET`` is answered with the metrics; empty: this instance only counts.
         path: str = attrs.field(default="/metrics", validator=_check_path)
+        #: Count every answer's tokens (the upstream's ``usage``, else an estimate): the
+        #: gateway then reads JSON and event-stream answers of the routes this runs on.
+        count_tokens: bool = True
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.metrics: GatewayMetrics = gateway_metrics()
-        self._rule_names: frozenset[str] = frozenset()
+        self._rule_labels: set[str] = set()
+        self._context: GatewayContext | None = None
+
+    def needs_usage(self) -> bool:
+        return bool(self.config.count_tokens)
 
     def uses(self, hook: str) -> bool:
         """``on_request`` only when this instance serves the endpoint."""
@@ -71,9 +78,9 @@ class Metrics(Plugin):
         return super().uses(hook)
 
     async def startup(self, context: GatewayContext) -> None:
-        """Learn the rate-limit rule names and make every route's series (at zero)."""
+        """Make every route's series (at zero); keep the context, for the plugins' statuses."""
+        self._context = context
         config = context.config
-        self._rule_names = frozenset(config_names(list(plugin_tables(config, "ratelimit"))))
         for name, route in config.routes.items():
             self.metrics.route_series(name, route.upstream)
 
@@ -81,8 +88,13 @@ class Metrics(Plugin):
         """Answer ``GET <path>`` with the metrics; leave every other request alone."""
         if ex.path != self.config.path or ex.method != "GET":
             return None
-        health = STORE_HEALTH  # the ratelimit plugin's breakers, read now
-        self.metrics.observe_ratelimit_store(health.opened, health.closed, health.open_now)
+        # The ratelimit plugin's store breakers, as its status reports them now.
+        statuses = self._context.statuses() if self._context is not None else {}
+        store = statuses.get("ratelimit", {}).get("store", {})
+        breakers = store.get("breakers", {}) if isinstance(store, Mapping) else {}
+        self.metrics.observe_ratelimit_store(
+            breakers.get("opened", 0), breakers.get("closed", 0), breakers.get("open", 0)
+        )
         # Off the event loop: collecting may read /proc or the multiprocess files.
         body = await asyncio.to_thread(self.metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -133,21 +145,23 @@ class Metrics(Plugin):
             kind = upstream_error_kind(error)
             if kind is not None:
                 metrics.upstream_errors.labels(ex.route_name, upstream, kind).inc()
-        self._count_plugin_state(ex, upstream)
+        if ex.limited_by is not None:
+            self.metrics.ratelimit_rejections.labels(ex.route_name, self._rule_label(ex)).inc()
+        if ex.credential_failovers > 0 and upstream is not None:
+            self.metrics.failovers.labels(upstream).inc(ex.credential_failovers)
 
-    def _count_plugin_state(self, ex: Exchange, upstream: str | None) -> None:
-        """Rate-limit rejections and credential failovers, as those plugins recorded them."""
-        limited = ex.state.get("ratelimit")
-        if isinstance(limited, Mapping) and limited.get("rejected") is not None:
-            rule = limited["rejected"]
-            # SECURITY: only a name from the config may become a label, never a key.
-            label = rule if isinstance(rule, str) and rule in self._rule_names else "other"
-            self.metrics.ratelimit_rejections.labels(ex.route_name, label).inc()
-        auth = ex.state.get("auth")
-        if isinstance(auth, Mapping) and upstream is not None:
-            failovers = auth.get("failovers", 0)
-            if isinstance(failovers, int) and not isinstance(failovers, bool) and failovers > 0:
-                self.metrics.failovers.labels(upstream).inc(failovers)
+    def _rule_label(self, ex: Exchange) -> str:
+        """``ex.limited_by`` as a label: a rule's name from the config, by contract.
+
+        SECURITY: the labels stay few even if a plugin broke that contract (a key
+        as the name, say): past `MAX_RULE_LABELS` names, the rest count as ``other``.
+        """
+        rule = ex.limited_by or "other"
+        if rule not in self._rule_labels:
+            if len(self._rule_labels) >= MAX_RULE_LABELS:
+                return "other"
+            self._rule_labels.add(rule)
+        return rule
 
 
 def upstream_error_kind(error: BaseException) -> str | None:
@@ -159,25 +173,3 @@ def upstream_error_kind(error: BaseException) -> str | None:
     ``aborted``.  Errors plugins raise are not counted.
     """
     return error.kind if isinstance(error, UpstreamError) else None
-
-
-def plugin_tables(config: GatewayConfig, name: str) -> Iterator[Mapping[str, Any]]:
-    """The config tables of plugin ``name``: the global one and every route's override."""
-    if name in config.plugins:
-        yield config.plugins[name]
-    for route in config.routes.values():
-        if name in route.plugins:
-            yield route.plugins[name]
-
-
-def config_names(value: object) -> Iterator[str]:
-    """Every key in nested tables, and every ``name = "..."`` value: the names a config gives."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            yield str(key)
-            if key == "name" and isinstance(item, str):
-                yield item
-            yield from config_names(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from config_names(item)

@@ -134,7 +134,7 @@ class GatewayMetrics:
         )
         self.tokens = Counter(
             "gateway_tokens",
-            "Tokens used, as the upstream reported or a plugin counted them.",
+            "Tokens used: as the upstream reported them, else estimated from the text.",
             ("route", "upstream", "kind"),
             registry=r,
         )

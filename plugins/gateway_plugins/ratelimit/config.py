@@ -48,7 +48,7 @@ class RuleConfig:
     #: Requests per ``period``.
     requests: PositiveInt | None = None
     #: Tokens (prompt plus completion) per ``period``: the upstream's ``usage``, else
-    #: estimated from the streamed text (see `gateway_plugins.ratelimit.tokens`).
+    #: estimated from the streamed text (see `gateway.usage`).
     tokens: PositiveInt | None = None
     #: With ``requests`` or ``tokens``: the calendar window, UTC.
     period: Period | None = None

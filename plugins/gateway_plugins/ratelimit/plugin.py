@@ -4,13 +4,15 @@ Its config is `gateway_plugins.ratelimit.config`; the rules are checked and char
 one atomic step by a store (`gateway_plugins.ratelimit.store`: this process's memory or
 Redis); the answers' headers come from `gateway_plugins.ratelimit.answers`, token
 reservations from `gateway_plugins.ratelimit.usage` and token counts from
-`gateway_plugins.ratelimit.tokens`.
+`gateway.usage`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -21,9 +23,11 @@ from gateway.api import (
     Plugin,
     ServiceUnavailable,
     SSEEvent,
+    TokenMeter,
     new_id,
 )
 from gateway_plugins.ratelimit.answers import limit_headers, rejection, whole_seconds
+from gateway_plugins.ratelimit.breaker import STORE_HEALTH
 from gateway_plugins.ratelimit.config import RateLimitConfig
 from gateway_plugins.ratelimit.memory_store import SHARED
 from gateway_plugins.ratelimit.rules import Rule
@@ -34,13 +38,11 @@ from gateway_plugins.ratelimit.store import (
     StoreUnavailable,
     TokenCharge,
 )
-from gateway_plugins.ratelimit.tokens import TokenMeter
 from gateway_plugins.ratelimit.usage import TokenBudget
 
-__all__ = ["STATE", "RateLimit"]
+__all__ = ["RateLimit"]
 
-#: The ``ex.state`` key this plugin reports in (the ``metrics`` plugin reads it).
-STATE = "ratelimit"
+# This plugin's own per-request state (others read the typed fields of `Exchange`).
 _ADMISSION = "ratelimit.admission"
 
 
@@ -76,9 +78,8 @@ class RateLimit(Plugin):
     before forwarding it and admits it only if that fits (see
     `gateway_plugins.ratelimit.usage`), then charges what it really used.
 
-    ``ex.state["ratelimit"]`` holds ``"rejected"`` (the rule's name) on a 429,
-    ``"store_unavailable": True`` when the store could not be reached, and
-    ``"tokens"`` (the count charged) when a token quota was settled.
+    It reports through the typed fields of `Exchange`: ``limited_by`` (the rule's
+    name) on a 429, and ``usage`` (when no plugin set it) once a token quota settled.
     """
 
     name = "ratelimit"
@@ -110,6 +111,14 @@ class RateLimit(Plugin):
 
     def uses(self, hook: str) -> bool:
         return self._used.get(hook, False)
+
+    def status(self) -> Mapping[str, Any]:
+        """The counters' store: its kind and its circuit breakers (this process's)."""
+        if not self.rules:
+            return {}
+        health = STORE_HEALTH
+        breakers = {"opened": health.opened, "closed": health.closed, "open": health.open_now}
+        return {"store": {"kind": self.store_kind, "breakers": breakers}}
 
     @property
     def per_process_state(self) -> str | None:
@@ -197,7 +206,6 @@ class RateLimit(Plugin):
         except StoreUnavailable as exc:
             # The store logged it, once per outage.
             del ex.state[_ADMISSION]
-            ex.state.setdefault(STATE, {})["store_unavailable"] = True
             if self.config.fail_open:
                 return
             raise ServiceUnavailable(
@@ -207,7 +215,7 @@ class RateLimit(Plugin):
         if not decision.admitted:
             del ex.state[_ADMISSION]
             hit, error = rejection(decision)
-            ex.state.setdefault(STATE, {})["rejected"] = hit.rule.name
+            ex.limited_by = hit.rule.name
             ex.log.info(
                 "rate limited", rule=hit.rule.name, retry_after=error.headers["Retry-After"]
             )
@@ -261,8 +269,10 @@ class RateLimit(Plugin):
         slots = [c for c in admission.checks if c.rule.kind == "concurrency"]
         charges: list[TokenCharge] = []
         if admission.budget is not None:
-            used = admission.budget.used(ex, error)
-            ex.state.setdefault(STATE, {})["tokens"] = used
+            budget = admission.budget
+            used = budget.used(ex, error)
+            if ex.usage is None and budget.meter is not None and used:
+                ex.usage = budget.meter.usage(budget.prompt)
             charges = [
                 TokenCharge(check, outcome.window, used)
                 for check, outcome in zip(admission.checks, decision.outcomes, strict=True)

@@ -21,14 +21,10 @@ from typing import Any
 
 import attrs
 
-from gateway.api import BadRequest, Exchange, UnsupportedMediaType
-from gateway_plugins.ratelimit.tokens import TokenMeter, estimate_tokens
+from gateway.api import BadRequest, Exchange, TokenMeter, UnsupportedMediaType, prompt_tokens
 
-__all__ = ["TokenBudget", "ask_for_usage", "prompt_tokens", "reservation"]
+__all__ = ["TokenBudget", "ask_for_usage", "reservation"]
 
-# The request fields whose text the model reads: chat and ChatGPT messages, legacy
-# and Responses API prompts, instructions, and tool definitions.
-_PROMPT_FIELDS = ("messages", "prompt", "input", "instructions", "system", "tools", "functions")
 _LIMIT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 # Upstream paths that stream OpenAI completion chunks.
 _CHUNK_STREAMS = ("/chat/completions", "/completions")
@@ -96,26 +92,6 @@ class TokenBudget:
         if error is not None:
             return max(self.reserved, estimated)
         return estimated
-
-
-def prompt_tokens(body: Any) -> int:
-    """The estimated tokens of a JSON request's prompt (characters / 4, rounded up).
-
-    Inline data (``data:`` URLs: images, audio) is not text and is not counted.
-    """
-    if not isinstance(body, dict):
-        return 0
-    return estimate_tokens(sum(_characters(body.get(field)) for field in _PROMPT_FIELDS))
-
-
-def _characters(value: Any) -> int:
-    if isinstance(value, str):
-        return 0 if value.startswith("data:") else len(value)
-    if isinstance(value, list):
-        return sum(_characters(item) for item in value)
-    if isinstance(value, dict):
-        return sum(_characters(item) for item in value.values())
-    return 0
 
 
 def reservation(body: Any, prompt: int, default_completion: int) -> int:

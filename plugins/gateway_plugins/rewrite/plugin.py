@@ -24,14 +24,13 @@ import attrs
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.api import BadRequest, Exchange, Plugin, Range, SSEEvent
+from gateway.api import HEADER_TOKEN, BadRequest, Exchange, Plugin, Range, SSEEvent
 from gateway_plugins.rewrite.jsonpath import JsonPath
 
 __all__ = ["Bounds", "HeaderChanges", "PathPrefix", "PathRegex", "Rewrite"]
 
 #: A bound of a query parameter: any whole number an upstream can parse (64 bits).
 QueryInt = Annotated[int, Range(-(2**63), 2**63 - 1)]
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -257,7 +256,7 @@ class _HeaderRules:
     def __init__(self, changes: HeaderChanges, where: str) -> None:
         for key, names in (("remove", changes.remove), ("set", changes.set), ("add", changes.add)):
             for name in names:
-                if not _HEADER_NAME.fullmatch(name):
+                if not HEADER_TOKEN.fullmatch(name):
                     raise ValueError(f"{where}.{key}: {name!r} is not a header name")
         for key, table in (("set", changes.set), ("add", changes.add)):
             for name, value in table.items():

@@ -1,8 +1,8 @@
-"""Counting the tokens one answer used, for the ``ratelimit`` plugin's token quotas.
+"""Counting the tokens one answer used: for ``Exchange.usage``, token quotas and metrics.
 
 In order of preference:
 
-1. ``Exchange.usage``, when another plugin set it (``imitate`` counts its own);
+1. ``Exchange.usage``, when a plugin set it (``imitate`` counts its own);
 2. the upstream's ``usage`` (``total_tokens``, else ``prompt_tokens`` plus
    ``completion_tokens``; ``input_tokens`` plus ``output_tokens`` for the
    Responses API), from a JSON body or from a streamed event that carries it
@@ -24,9 +24,13 @@ import math
 import zlib
 from typing import Any
 
-from gateway.api import SSEEvent
+from gateway.plugin import SSEEvent, Usage
 
-__all__ = ["MAX_BODY", "TokenMeter", "estimate_tokens", "usage_tokens"]
+__all__ = ["MAX_BODY", "TokenMeter", "estimate_tokens", "prompt_tokens", "usage_of", "usage_tokens"]
+
+# The request fields whose text the model reads: chat and ChatGPT messages, legacy
+# and Responses API prompts, instructions, and tool definitions.
+_PROMPT_FIELDS = ("messages", "prompt", "input", "instructions", "system", "tools", "functions")
 
 #: The most bytes of a JSON answer kept to read its ``usage``.
 MAX_BODY = 1024 * 1024
@@ -35,6 +39,26 @@ MAX_BODY = 1024 * 1024
 def estimate_tokens(characters: int) -> int:
     """The token estimate for ``characters`` of text: one token per four characters."""
     return math.ceil(characters / 4)
+
+
+def prompt_tokens(body: Any) -> int:
+    """The estimated tokens of a JSON request's prompt (characters / 4, rounded up).
+
+    Inline data (``data:`` URLs: images, audio) is not text and is not counted.
+    """
+    if not isinstance(body, dict):
+        return 0
+    return estimate_tokens(sum(_characters(body.get(field)) for field in _PROMPT_FIELDS))
+
+
+def _characters(value: Any) -> int:
+    if isinstance(value, str):
+        return 0 if value.startswith("data:") else len(value)
+    if isinstance(value, list):
+        return sum(_characters(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_characters(item) for item in value.values())
+    return 0
 
 
 def usage_tokens(usage: Any) -> int | None:
@@ -51,6 +75,25 @@ def usage_tokens(usage: Any) -> int | None:
     return None
 
 
+_SPLITS = (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens"))
+
+
+def usage_of(usage: Any) -> Usage | None:
+    """An OpenAI ``usage`` object as a `Usage` (prompt and completion; input and output
+    for the Responses API), or ``None`` when it holds neither count."""
+    if not isinstance(usage, dict):
+        return None
+    for prompt, completion in (
+        ("prompt_tokens", "completion_tokens"),
+        ("input_tokens", "output_tokens"),
+    ):
+        counts = _count(usage.get(prompt)), _count(usage.get(completion))
+        if counts != (None, None):
+            return Usage(counts[0] or 0, counts[1] or 0)
+    total = _count(usage.get("total_tokens"))
+    return None if total is None else Usage(0, total)
+
+
 def _count(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
@@ -60,14 +103,26 @@ def _count(value: Any) -> int | None:
 class TokenMeter:
     """Watches one answer's body (``feed``, ``finish``) or events (``event``)."""
 
-    __slots__ = ("_buffer", "_characters", "_decoder", "_parts", "reported")
+    __slots__ = (
+        "_buffer",
+        "_characters",
+        "_decoder",
+        "_parts",
+        "reported",
+        "reported_usage",
+        "streamed",
+    )
 
     def __init__(self, content_type: str, content_encoding: str = "") -> None:
         #: The upstream's own count, once seen.
         self.reported: int | None = None
+        #: The upstream's own usage, split into prompt and completion, once seen.
+        self.reported_usage: Usage | None = None
         self._characters = 0
         self._parts: dict[str, int] = {}  # ChatGPT message id -> length of its text so far
         media = content_type.partition(";")[0].strip().lower()
+        #: Whether the answer is an event stream (read with `event`, not `feed`).
+        self.streamed = media == "text/event-stream"
         buffering = media == "application/json" or media.endswith("+json")
         encoding = content_encoding.strip().lower()
         self._buffer: bytearray | None = bytearray() if buffering else None
@@ -83,6 +138,12 @@ class TokenMeter:
         if self.reported is not None:
             return self.reported
         return self.estimated
+
+    def usage(self, prompt_estimate: int = 0) -> Usage:
+        """The answer's `Usage`: the upstream's, else estimated (with ``prompt_estimate``)."""
+        if self.reported_usage is not None:
+            return self.reported_usage
+        return Usage(prompt_estimate, self.estimated, estimated=True)
 
     @property
     def estimated(self) -> int:
@@ -144,6 +205,7 @@ class TokenMeter:
             count = usage_tokens(usage)
             if count is not None:
                 self.reported = count
+                self.reported_usage = usage_of(usage)
         choices = body.get("choices")
         if isinstance(choices, list):
             for choice in choices:
