@@ -23,6 +23,7 @@ from gateway_plugins.routing import DEPLOYMENT_HEADER, Routing
 from tests.conftest import RunningGateway, StartGateway
 from tests.model_upstreams import AZURE_KEY, FlakyUpstream, azure_upstream, openai_upstream
 from tests.plugins.conftest import StartRedis
+from tests.plugins.test_metrics import parse, value
 
 ALICE, BOB = "sk-gw-alice", "sk-gw-bob"
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
@@ -102,6 +103,13 @@ model = "flaky-model"
 upstream = "openai"
 model = "gpt-4o-mini"
 rpm = 2
+
+[plugins.routing.models."tpm-limited"]
+[[plugins.routing.models."tpm-limited".deployments]]
+upstream = "openai"
+model = "gpt-4o-mini"
+name = "openai-tpm"
+tpm = 5
 
 [plugins.routing.upstreams.flaky_azure]
 kind = "azure"
@@ -375,6 +383,7 @@ async def test_keys_models_restrictions_and_models_list(
         "spread",
         "flaky-4o",
         "limited",
+        "tpm-limited",
         "az-flaky",
     ]  # wildcards are not listed
     assert (await bob.models.retrieve("gpt-4o")).id == "gpt-4o"
@@ -440,17 +449,28 @@ async def test_deployment_rpm_limit(
     assert len(upstreams.openai.requests) == 2  # the third never left the gateway
 
 
-async def test_the_access_log_names_the_upstream_that_answered(
+async def test_the_access_log_and_metrics_name_the_deployment_that_answered(
     start_gateway: StartGateway, upstreams: Upstreams
 ) -> None:
-    gateway = await start_gateway(config(upstreams))
+    text = config(upstreams).replace(
+        'pipeline = ["access_log", "auth", "routing"]',
+        'pipeline = ["access_log", "metrics", "auth", "routing"]',
+    )
+    gateway = await start_gateway(text + '[routes.metrics]\npath = "/metrics"\n')
     upstreams.flaky.fail("status", 503)
     with capture_logs() as logs:
         status, _, _ = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "flaky-4o"})
     assert status == 200
     (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert line["deployment"] == "azure/my-4o-deployment"
     assert line["upstream"] == "azure" and line["upstream_status"] == 200
+    assert line["model"] == "flaky-4o"  # the public name the client asked for
     assert AZURE_KEY not in repr(logs)
+    async with gateway.request("GET", "/metrics") as response:
+        samples = parse(await response.text())
+    labels = {"route": "v1", "deployment": "azure/my-4o-deployment", "status": "200"}
+    assert value(samples, "gateway_deployment_requests_total", **labels) == 1
+    assert AZURE_KEY not in repr(samples)
 
 
 async def test_one_deployments_credential_never_follows_the_request(
@@ -467,3 +487,18 @@ async def test_one_deployments_credential_never_follows_the_request(
     openai_try = upstreams.openai.last
     assert openai_try.headers["Authorization"] == "Bearer sk-client"  # the client's, again
     assert "api-key" not in openai_try.headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_deployment_tpm_limit(
+    start_gateway: StartGateway, upstreams: Upstreams, stream: bool
+) -> None:
+    gateway = await start_gateway(config(upstreams))
+    body = {**CHAT, "model": "tpm-limited", "stream": stream}
+    status, headers, _ = await post(gateway, "/v1/chat/completions", body)
+    assert (status, headers[DEPLOYMENT_HEADER]) == (200, "openai-tpm")
+    # The answer's usage (more than 5 tokens) spent the minute's tokens.
+    status, headers, body_bytes = await post(gateway, "/v1/chat/completions", body)
+    assert status == 429 and b"at its limit" in body_bytes
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    assert len(upstreams.openai.requests) == 1

@@ -134,6 +134,8 @@ class Metrics(Plugin):
         status = ex.status if ex.status is not None else (499 if gone else 500)
         method = ex.method if ex.method in HTTP_METHODS else "OTHER"
         metrics.requests_child(ex.route_name, method, status).inc()
+        if ex.deployment is not None:  # a config name, as every label here
+            metrics.deployment_requests.labels(ex.route_name, ex.deployment, status).inc()
         series.duration.observe(now - ex.started)
         if ex.bytes_in:
             series.bytes_in.inc(ex.bytes_in)

@@ -6,11 +6,11 @@ that every gateway shares it): a deployment over its rate is skipped for the
 request, as LiteLLM's router skips a deployment at its limit, and a request
 that finds every deployment at its limit is answered 429.
 
-``tpm`` counts the tokens a deployment's answers used (the ``usage`` the
-upstream reported) in the current minute, in this process, and skips the
-deployment once they reach ``tpm``, until the minute ends: a deployment is
-never promised tokens it cannot serve, though a single request may carry the
-count past the limit (its size is unknown until it ends).
+``tpm`` counts the tokens a deployment's answers used (``Exchange.usage``: the
+upstream's report, else the gateway's estimate) in the current minute, in this
+process, and skips the deployment once they reach ``tpm``, until the minute
+ends: a single request may carry the count past the limit (its size is unknown
+until it ends).
 """
 
 from __future__ import annotations

@@ -105,6 +105,10 @@ class Routing(Plugin):
         self.upstreams: dict[str, UpstreamConfig] = {}
         self._targets: dict[tuple[str, str], tuple[URL, UpstreamRequest]] = {}
 
+    def needs_usage(self) -> bool:
+        """The tokens of each answer count against its deployment's ``tpm``."""
+        return bool(self.limits.tpm)
+
     @property
     def per_process_state(self) -> str | None:
         """What ``gateway run --workers N`` warns about: what each worker learns alone."""
@@ -253,6 +257,7 @@ class Routing(Plugin):
         if attempts.current is not None:
             self.in_flight.end(attempts.current.name)
         attempts.current = deployment
+        ex.deployment = deployment.name  # for the access log and metrics
         self.in_flight.start(deployment.name)
         url, mapped = self.target(deployment, ex.path, attempts.asked)
         # From the headers the request came with each time: one deployment's
