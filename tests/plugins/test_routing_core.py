@@ -279,3 +279,16 @@ def test_workers_are_told_what_each_keeps_alone() -> None:
     assert "rpm limits" in message and "deployment health" in message
     redis = attrs.evolve(config, store="redis", redis_url="redis://127.0.0.1:1/0")
     assert "rpm" not in (Routing(redis).per_process_state or "")
+
+
+def test_deployments_of_one_name_must_be_one_deployment() -> None:
+    same = {"upstream": "u", "model": "x"}
+    config = routing_config(
+        {"models": {"a": {"deployments": [same]}, "b": {"deployments": [same]}}}
+    )
+    assert table(config).models["a"].deployments == table(config).models["b"].deployments
+    other = routing_config(
+        {"models": {"a": {"deployments": [same]}, "b": {"deployments": [{**same, "rpm": 5}]}}}
+    )
+    with pytest.raises(ValueError, match=r"models.b.deployments\[0\]: another deployment"):
+        table(other)

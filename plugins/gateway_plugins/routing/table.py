@@ -87,15 +87,24 @@ class ModelTable:
     def of(
         cls, models: Mapping[str, ModelConfig], kinds: Mapping[str, UpstreamKindConfig]
     ) -> ModelTable:
-        """Build the table from ``[plugins.routing.models]``."""
-        return cls(
-            PublicModel(
-                name=name,
-                deployments=tuple(Deployment.of(d, kinds) for d in config.deployments),
-                fallbacks=config.fallbacks,
-            )
-            for name, config in models.items()
-        )
+        """Build the table from ``[plugins.routing.models]``.
+
+        Deployments of one name share their health and limits, so they must be
+        the same deployment (a `ValueError` names the one that is not).
+        """
+        seen: dict[str, Deployment] = {}
+        public = []
+        for name, config in models.items():
+            deployments = tuple(Deployment.of(d, kinds) for d in config.deployments)
+            for index, deployment in enumerate(deployments):
+                first = seen.setdefault(deployment.name, deployment)
+                if first != deployment:
+                    raise ValueError(
+                        f"models.{name}.deployments[{index}]: another deployment is named "
+                        f"{deployment.name!r}; give one of them its own name"
+                    )
+            public.append(PublicModel(name, deployments, config.fallbacks))
+        return cls(public)
 
     def find(self, asked: str) -> PublicModel | None:
         """The public model that ``asked`` names: exact first, then the longest wildcard."""
