@@ -57,14 +57,14 @@ from gateway.jsonbody import loads as json_loads
 from gateway.jsonbody import loads_upstream as json_loads_upstream
 from gateway.keys import digests_match, key_digest
 from gateway.logs import json_line_format, write_json_line
-from gateway.plugin import HOOKS, Exchange, Identity, NoConfig, Plugin, SSEEvent, Usage
+from gateway.plugin import HOOKS, Exchange, Identity, NoConfig, Plugin
 from gateway.proxy_rotation import ProxyRotation
 from gateway.redaction import redact_url
 from gateway.runtime import merge_tables, route_plugin_names
-from gateway.sse import SSEParser
+from gateway.sse import SSEEvent, SSEParser
 from gateway.transport import ProxyConnectError, UpstreamBusy, UpstreamTlsFailed
 from gateway.units import format_duration, format_size, parse_duration, parse_size
-from gateway.usage import TokenMeter, estimate_tokens, prompt_tokens
+from gateway.usage import TokenMeter, Usage, estimate_tokens, prompt_tokens
 
 #: The version of this surface (semantic versioning; see the module's docstring).
 API_VERSION = "1.0"

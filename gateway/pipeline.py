@@ -14,8 +14,8 @@ import structlog
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.plugin import Exchange, Plugin, SSEEvent
-from gateway.sse import EventTooLarge, SSEParser
+from gateway.plugin import Exchange, Plugin
+from gateway.sse import EventTooLarge, SSEEvent, SSEParser
 from gateway.usage import TokenMeter, prompt_tokens
 
 logger = structlog.get_logger("gateway")

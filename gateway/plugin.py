@@ -29,6 +29,8 @@ from yarl import URL
 from gateway import jsonbody
 from gateway.body import read_limited
 from gateway.errors import BadRequest, GatewayError, UnsupportedMediaType
+from gateway.sse import SSEEvent
+from gateway.usage import Usage
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
@@ -149,37 +151,6 @@ class Plugin:
 
 
 @attrs.frozen
-class SSEEvent:
-    """One server-sent event, as the ``text/event-stream`` format defines it.
-
-    Plugins return it unchanged to pass the upstream's bytes through untouched,
-    or ``attrs.evolve(event, data=...)`` to have it serialised anew.
-    """
-
-    data: str = ""
-    event: str | None = None
-    id: str | None = None
-    retry: int | None = None
-
-    def json(self) -> Any:
-        """The ``data`` field parsed as JSON (raises ``ValueError`` when it is not, or
-        is nested too deeply to parse)."""
-        return jsonbody.loads_upstream(self.data)
-
-    def encode(self) -> bytes:
-        """Serialise the event, ending with the blank line that terminates it."""
-        lines = []
-        if self.event is not None:
-            lines.append(f"event: {self.event}")
-        if self.id is not None:
-            lines.append(f"id: {self.id}")
-        if self.retry is not None:
-            lines.append(f"retry: {self.retry}")
-        lines.extend(f"data: {line}" for line in self.data.split("\n"))
-        return ("\n".join(lines) + "\n\n").encode()
-
-
-@attrs.frozen
 class Identity:
     """Who the client is, as an authentication plugin established it."""
 
@@ -189,20 +160,6 @@ class Identity:
     allowed_routes: frozenset[str] | None = None
     #: The models this client may ask for (``None``: any); the auth plugin enforces it.
     allowed_models: frozenset[str] | None = None
-
-
-@attrs.define
-class Usage:
-    """Tokens one request consumed, as the upstream reported or a plugin counted."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    #: Counted from the text (about four characters a token), not reported by the upstream.
-    estimated: bool = False
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
 
 
 _UNREAD: Any = object()

@@ -8,8 +8,43 @@ passed on byte for byte.
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from gateway.plugin import SSEEvent
+import attrs
+
+from gateway import jsonbody
+
+
+@attrs.frozen
+class SSEEvent:
+    """One server-sent event, as the ``text/event-stream`` format defines it.
+
+    Plugins return it unchanged to pass the upstream's bytes through untouched,
+    or ``attrs.evolve(event, data=...)`` to have it serialised anew.
+    """
+
+    data: str = ""
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+    def json(self) -> Any:
+        """The ``data`` field parsed as JSON (raises ``ValueError`` when it is not, or
+        is nested too deeply to parse)."""
+        return jsonbody.loads_upstream(self.data)
+
+    def encode(self) -> bytes:
+        """Serialise the event, ending with the blank line that terminates it."""
+        lines = []
+        if self.event is not None:
+            lines.append(f"event: {self.event}")
+        if self.id is not None:
+            lines.append(f"id: {self.id}")
+        if self.retry is not None:
+            lines.append(f"retry: {self.retry}")
+        lines.extend(f"data: {line}" for line in self.data.split("\n"))
+        return ("\n".join(lines) + "\n\n").encode()
+
 
 # An event ends at a blank line; lines end in CRLF, LF or a lone CR.
 _EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")

@@ -24,7 +24,24 @@ import math
 import zlib
 from typing import Any
 
-from gateway.plugin import SSEEvent, Usage
+import attrs
+
+from gateway.sse import SSEEvent
+
+
+@attrs.define
+class Usage:
+    """Tokens one request consumed, as the upstream reported or a plugin counted."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: Counted from the text (about four characters a token), not reported by the upstream.
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
 
 __all__ = ["MAX_BODY", "TokenMeter", "estimate_tokens", "prompt_tokens", "usage_of", "usage_tokens"]
 

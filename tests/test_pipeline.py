@@ -19,10 +19,10 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from gateway.api import Exchange, Plugin, SSEEvent
 from gateway.config import parse_config
 from gateway.context import GatewayContext
 from gateway.errors import Forbidden
-from gateway.plugin import Exchange, Plugin, SSEEvent
 from gateway.registry import GROUP
 from gateway.runtime import Runtime, build_runtime
 from gateway.server import Service, make_socket

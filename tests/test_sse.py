@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.plugin import SSEEvent
+from gateway.api import SSEEvent
 from gateway.sse import SSEParser, parse_event
 
 STREAM = (

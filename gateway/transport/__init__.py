@@ -2,7 +2,7 @@
 
 `Transport` takes plain request parts (method, URL, headers, body, proxy,
 time-outs) and returns an `UpstreamResponse`; it imports nothing from the plugin
-API, so that the forwarder and `gateway.transport.client.HttpClient` (what
+API, so that the forwarder and `gateway.http_client.HttpClient` (what
 plugins call services with) share one implementation and one error mapping.
 
 - `connection` and `answer_reader`: one HTTP/1.1 connection, the answer parsed by llhttp;

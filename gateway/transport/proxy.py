@@ -1,6 +1,6 @@
 """Connecting through an outbound proxy: HTTP(S) ``CONNECT``, SOCKS4 and SOCKS5 tunnels.
 
-One implementation for every caller (the forwarder and `gateway.transport.client`):
+One implementation for every caller (the forwarder and `gateway.http_client`):
 python-socks opens the tunnel, TLS to the upstream then runs inside it, and the
 tunnel's socket is handed to the same `Connection` a direct connection uses.
 """

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.api import SSEEvent
 from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.headers import (
@@ -29,7 +30,6 @@ from gateway.headers import (
     upstream_request_headers,
 )
 from gateway.interpolate import InterpolationError, escape, interpolate
-from gateway.plugin import SSEEvent
 from gateway.sse import SSEParser
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.api import SSEEvent
 from gateway.config import structure
 from gateway.errors import BadGateway, BadRequest, GatewayError
-from gateway.plugin import SSEEvent
 from gateway.testing.chatgpt_stream import REWRITE_PARTS
 from gateway.testing.sse import encode_event
 from gateway.usage import estimate_tokens

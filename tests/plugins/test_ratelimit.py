@@ -17,10 +17,10 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
+from gateway.api import Exchange, Identity, Plugin, SSEEvent, Usage
 from gateway.config import RouteConfig, parse_config, structure
 from gateway.errors import TooManyRequests
 from gateway.keys import new_key
-from gateway.plugin import Exchange, Identity, Plugin, SSEEvent, Usage
 from gateway.registry import installed_plugins
 from gateway.runtime import build_runtime
 from gateway.server import Service, make_socket

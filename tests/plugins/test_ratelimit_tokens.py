@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.plugin import SSEEvent
+from gateway.api import SSEEvent
 from gateway.testing import start_simulator
 from gateway.usage import MAX_BODY, TokenMeter, estimate_tokens, prompt_tokens, usage_tokens
 

@@ -15,10 +15,10 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.api import Exchange, SSEEvent
 from gateway.config import RouteConfig, structure
 from gateway.errors import BadRequest
 from gateway.pipeline import Pipeline
-from gateway.plugin import Exchange, SSEEvent
 from gateway_plugins.rewrite.plugin import Rewrite
 
 CONFIG_TOML = Path(__file__).resolve().parents[2] / "gateway" / "config.toml"
