@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 
 from gateway.keys import key_digest, new_key
+from gateway.testing.pytest_plugin import StartGateway
 from gateway.testing.recorder import Recorder
-from tests.conftest import StartGateway
 from tests.model_upstreams import AZURE_KEY, azure_upstream, openai_upstream
 
 ROOT = Path(__file__).resolve().parent.parent

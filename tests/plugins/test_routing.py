@@ -18,9 +18,9 @@ from multidict import CIMultiDictProxy
 from structlog.testing import capture_logs
 
 from gateway.keys import key_digest
+from gateway.testing.pytest_plugin import RunningGateway, StartGateway
 from gateway.testing.recorder import Recorder
 from gateway_plugins.routing import DEPLOYMENT_HEADER, Routing
-from tests.conftest import RunningGateway, StartGateway
 from tests.model_upstreams import AZURE_KEY, FlakyUpstream, azure_upstream, openai_upstream
 from tests.plugins.conftest import StartRedis
 from tests.plugins.test_metrics import parse, value
@@ -361,10 +361,11 @@ async def test_outlier_ejection_and_return(
     status, headers, _ = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "flaky-4o"})
     assert headers[DEPLOYMENT_HEADER] == "azure/my-4o-deployment"  # set aside: not called
     assert len(upstreams.flaky.recorder.requests) == 2
-    deployments = routing_plugin(gateway).status()["deployments"]
+    statuses = gateway.context.statuses()  # what an admin page reads
+    deployments = statuses["routing"]["deployments"]
     assert deployments["flaky/flaky-model"]["ejected_for"] == 30.0
     assert deployments["azure/my-4o-deployment"]["ejected_for"] == 0.0
-    assert AZURE_KEY not in repr(routing_plugin(gateway).status())
+    assert AZURE_KEY not in repr(statuses)
     now[0] += 30.0  # the ejection is over: it comes back on its own
     status, headers, _ = await post(gateway, "/v1/chat/completions", {**CHAT, "model": "flaky-4o"})
     assert (status, headers[DEPLOYMENT_HEADER]) == (200, "flaky/flaky-model")
