@@ -15,8 +15,8 @@ default config with one change, so that the rows differ in what their names say:
   lacks it), on the in-process store.
 - ``keys_redis``: the same limits on Redis.
 - ``only:NAME``: the bare config plus one plugin in the global pipeline
-  (``rewrite`` aliasing the model, ``ratelimit`` with the rule below, the rest
-  as shipped).
+  (``rewrite`` aliasing the model, ``ratelimit`` with the rule below, ``routing``
+  sending the model to one deployment, the rest as shipped).
 
 Routes that ``skip`` or configure a plugin the variant no longer runs lose
 that skip or table (the config would be invalid otherwise).  Every upstream gets
@@ -43,6 +43,7 @@ MAX_CONNECTIONS = 20000
 ABLATION = (
     *("access_log", "metrics", "cors", "auth", "upstream_proxy", "rewrite", "ratelimit"),
     "usage",
+    "routing",
 )
 
 KEYS_AUTH: dict[str, Any] = {
@@ -64,6 +65,18 @@ ALONE: dict[str, dict[str, Any]] = {
     "ratelimit": {"store": "memory", "rules": [RATE_RULE]},
     "rewrite": {"model_aliases": {"gpt-3.5-turbo": "gpt-3.5-turbo-0125"}},
     "usage": USAGE,
+    # The bench's models (wrk's, instructions.sh's), each on one deployment of the
+    # upstream the route already has, under another name (the body is written again).
+    "routing": {
+        "models": {
+            "gpt-3.5-turbo": {
+                "deployments": [{"upstream": "openai", "model": "gpt-3.5-turbo-0125"}]
+            },
+            "gpt-4o-mini": {
+                "deployments": [{"upstream": "openai", "model": "gpt-4o-mini-2024-07-18"}]
+            },
+        }
+    },
 }
 
 

@@ -52,12 +52,15 @@ def test_the_test_extras_bring_the_build_backend():
 
 
 def test_every_config_in_the_readme_is_complete_or_quoted_from_a_file():
-    examples = [(ROOT / "examples" / name).read_text() for name in ("teams.toml", "usage.toml")]
+    examples = [
+        (ROOT / "examples" / name).read_text()
+        for name in ("teams.toml", "usage.toml", "routing.toml")
+    ]
     blocks = code_blocks(README, "toml")
     assert len(blocks) >= 3
     for block in blocks:
         if any(block in example for example in examples):
-            # Quoted: the files run as written (tests/test_teams_example.py, and
+            # Quoted: the files run as written (tests/test_*_example.py, and
             # tests/plugins/test_usage_browser.py for usage.toml).
             continue
         runtime = load_runtime(block, "README snippet", {})

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from gateway.keys import key_digest, new_key
-from gateway_plugins.usage.store import open_store
+from gateway_plugins.usage.stores import open_store
 from gateway_plugins.usage.times import start_of_month
 from tests.openai_accounts import Account, OpenAIAccounts
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway_plugins.usage.store import open_store
+from gateway_plugins.usage.stores import open_store
 from gateway_plugins.usage.times import parse_time
 from tests.plugins.test_usage_store import ROWS, T0
 

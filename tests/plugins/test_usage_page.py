@@ -13,7 +13,8 @@ import pytest
 from gateway_plugins.usage.dashboard import LiveState, build_dashboard
 from gateway_plugins.usage.page import CSP, STYLE, render_page
 from gateway_plugins.usage.row import UsageRow
-from gateway_plugins.usage.store import UsageStore, open_store
+from gateway_plugins.usage.store import UsageStore
+from gateway_plugins.usage.stores import open_store
 
 # 2026-12-02 10:30 UTC.
 NOW = 1796207400.0

@@ -17,7 +17,7 @@ from gateway.keys import key_digest, new_key
 from gateway_plugins.usage.page import CSP
 from gateway_plugins.usage.plugin import UsageLedger
 from gateway_plugins.usage.row import UsageRow
-from gateway_plugins.usage.store import open_store
+from gateway_plugins.usage.stores import open_store
 from tests.openai_accounts import ALICE, OpenAIAccounts
 from tests.proxies import free_port
 

@@ -10,7 +10,8 @@ import pytest
 
 from gateway_plugins.usage import schema
 from gateway_plugins.usage.row import UsageRow
-from gateway_plugins.usage.store import UsageStore, UsageStoreError, open_store
+from gateway_plugins.usage.store import UsageStore, UsageStoreError
+from gateway_plugins.usage.stores import open_store
 
 DAY = 86400.0
 # 2026-11-30 23:00 UTC: the rows below straddle midnight into December.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from gateway_plugins.usage.row import UsageRow
 from gateway_plugins.usage.sqlite_store import SQLiteStore
-from gateway_plugins.usage.store import UsageStoreError, open_store
+from gateway_plugins.usage.store import UsageStoreError
+from gateway_plugins.usage.stores import open_store
 from gateway_plugins.usage.writer import LedgerWriter
 from tests.plugins.test_usage_store import T0, row
 

@@ -32,7 +32,7 @@ from gateway_plugins.metrics.registry import GatewayMetrics, gateway_metrics
 
 #: The ``Exchange.state`` key of this plugin: when the upstream's head arrived.
 STATE_KEY = "metrics"
-#: The most distinct ``rule`` labels of the rejections counter (see `Metrics._rule_label`).
+#: The most distinct ``rule`` (and ``deployment``) labels of a counter (see `Metrics._bounded`).
 MAX_RULE_LABELS = 100
 _CLIENT_GONE = (asyncio.CancelledError, ConnectionError)
 
@@ -66,6 +66,7 @@ class Metrics(Plugin):
         super().__init__(config)
         self.metrics: GatewayMetrics = gateway_metrics()
         self._rule_labels: set[str] = set()
+        self._deployment_labels: set[str] = set()
         self._context: GatewayContext | None = None
 
     def needs_usage(self) -> bool:
@@ -137,6 +138,9 @@ class Metrics(Plugin):
         status = ex.status if ex.status is not None else (499 if gone else 500)
         method = ex.method if ex.method in HTTP_METHODS else "OTHER"
         metrics.requests_child(ex.route_name, method, status).inc()
+        if ex.deployment is not None:
+            deployment = self._bounded(ex.deployment, self._deployment_labels)
+            metrics.deployment_requests.labels(ex.route_name, deployment, status).inc()
         series.duration.observe(now - ex.started)
         if ex.bytes_in:
             series.bytes_in.inc(ex.bytes_in)
@@ -159,12 +163,16 @@ class Metrics(Plugin):
         SECURITY: the labels stay few even if a plugin broke that contract (a key
         as the name, say): past `MAX_RULE_LABELS` names, the rest count as ``other``.
         """
-        rule = ex.limited_by or "other"
-        if rule not in self._rule_labels:
-            if len(self._rule_labels) >= MAX_RULE_LABELS:
+        return self._bounded(ex.limited_by or "other", self._rule_labels)
+
+    @staticmethod
+    def _bounded(name: str, seen: set[str]) -> str:
+        """``name`` as a label, or ``other`` once `MAX_RULE_LABELS` names were seen."""
+        if name not in seen:
+            if len(seen) >= MAX_RULE_LABELS:
                 return "other"
-            self._rule_labels.add(rule)
-        return rule
+            seen.add(name)
+        return name
 
 
 def upstream_error_kind(error: BaseException) -> str | None:

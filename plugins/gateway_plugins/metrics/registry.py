@@ -171,6 +171,12 @@ class GatewayMetrics:
             ("upstream",),
             registry=r,
         )
+        self.deployment_requests = Counter(
+            "gateway_deployment_requests",
+            "Requests by the deployment that answered (the routing plugin), route and status.",
+            ("route", "deployment", "status"),
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "gateway_upstream_errors",
             "Upstream failures by kind: timeout, connect, proxy, failed (before the head); "

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .reports import Totals
-from .store import open_store
+from .stores import open_store
 from .times import iso, parse_time, start_of_month
 
 #: The columns of a report after the group's own, in order.

@@ -15,7 +15,8 @@ from typing import Any
 
 from gateway.api import get_logger, redact_url
 
-from .store import UsageStore, UsageStoreError, open_store
+from .store import UsageStore, UsageStoreError
+from .stores import open_store
 from .writer import LedgerWriter
 
 logger = get_logger("gateway.usage")

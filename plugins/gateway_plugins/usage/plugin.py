@@ -40,7 +40,8 @@ from .dashboard import LiveState
 from .ledgers import SharedLedger, open_ledger
 from .live import live_state
 from .row import UsageRow
-from .store import DEFAULT_LOCATION, UsageStore, UsageStoreError
+from .store import UsageStore, UsageStoreError
+from .stores import DEFAULT_LOCATION
 
 logger = get_logger("gateway.usage")
 #: The ``Exchange.state`` key that marks a request the admin page answered: not a ledger row.

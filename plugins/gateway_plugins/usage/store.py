@@ -1,4 +1,4 @@
-"""`UsageStore`: the ledger's database, SQLite or PostgreSQL, and `open_store` to pick one.
+"""`UsageStore`: the ledger's database, SQLite or PostgreSQL (`stores.open_store` picks one).
 
 A store knows how to run SQL on its database; the reports and the schema are shared
 (`reports`, `schema`), so both databases answer every report the same way.
@@ -16,9 +16,6 @@ from . import reports
 from .reports import HourlyPoint, Overview, Totals
 from .row import UsageRow
 from .schema import Dialect
-
-#: The ledger's location when the config names none: a SQLite file in the working directory.
-DEFAULT_LOCATION = "usage.sqlite3"
 
 
 class UsageStoreError(Exception):
@@ -115,18 +112,3 @@ class UsageStore(abc.ABC):
         before = (time.time() if now is None else now) - days * 86400
         sql, params = reports.retention_query(self.dialect, before)
         return await self.execute(sql, params)
-
-
-def open_store(location: str) -> UsageStore:
-    """The store for ``location``: a ``postgresql://`` URL, else a SQLite file path.
-
-    The store is not connected yet: call (or ``async with``) `UsageStore.open`.  The
-    PostgreSQL driver is imported only when one is asked for.
-    """
-    if location.startswith(("postgresql://", "postgres://")):
-        from .postgres_store import PostgresStore
-
-        return PostgresStore(location)
-    from .sqlite_store import SQLiteStore
-
-    return SQLiteStore(location.removeprefix("sqlite://"))
