@@ -113,9 +113,8 @@ def usage_of(usage: Any) -> Usage | None:
 
 
 def _count(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
+    # (``type ... is int``: JSON's numbers are plain ints, and a bool is no count.)
+    return value if type(value) is int and value >= 0 else None
 
 
 class TokenMeter:
