@@ -14,7 +14,9 @@ In order of preference:
    OpenAI's rule of thumb for English text; the prompt is not counted.
 
 JSON bodies are buffered up to `MAX_BODY` bytes (decompressed from gzip or
-deflate first), beyond which the meter gives up and counts nothing.
+deflate first), beyond which the meter gives up and counts nothing.  Their
+top-level ``usage`` is read without parsing the rest (`gateway.usage_scan`);
+the whole body is parsed only when that finds none.
 """
 
 from __future__ import annotations
