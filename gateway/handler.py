@@ -207,7 +207,7 @@ def new_exchange(
         route_name=match.name,
         route=route,
         upstream=upstream,
-        path_params=match.params,
+        path_params=dict(match.params),  # (the router's is shared: `Router.match`)
         path=path,
         upstream_url=upstream_url,
         upstream_headers=headers,

@@ -231,7 +231,10 @@ class _UsageStage:
         else:
             self._read(lambda _: self.parser.flush() if self.parser else [], b"")
         if ex.usage is None:  # (a plugin that counts its own answer set it meanwhile)
-            ex.usage = self.meter.usage(prompt_tokens(ex.json_if_read()))
+            usage = self.meter.reported_usage
+            if usage is None:  # an estimate: the prompt is counted only then
+                usage = self.meter.usage(prompt_tokens(ex.json_if_read()))
+            ex.usage = usage
         return b""
 
     def _read(

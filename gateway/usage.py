@@ -14,7 +14,9 @@ In order of preference:
    OpenAI's rule of thumb for English text; the prompt is not counted.
 
 JSON bodies are buffered up to `MAX_BODY` bytes (decompressed from gzip or
-deflate first), beyond which the meter gives up and counts nothing.
+deflate first), beyond which the meter gives up and counts nothing.  Their
+top-level ``usage`` is read without parsing the rest (`gateway.usage_scan`);
+the whole body is parsed only when that finds none.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import attrs
 
 from gateway.sse import SSEEvent
+from gateway.usage_scan import top_level_usage
 
 
 @attrs.define
@@ -112,9 +115,8 @@ def usage_of(usage: Any) -> Usage | None:
 
 
 def _count(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
+    # (``type ... is int``: JSON's numbers are plain ints, and a bool is no count.)
+    return value if type(value) is int and value >= 0 else None
 
 
 class TokenMeter:
@@ -125,6 +127,7 @@ class TokenMeter:
         "_characters",
         "_decoder",
         "_parts",
+        "_size",
         "reported",
         "reported_usage",
         "streamed",
@@ -141,13 +144,16 @@ class TokenMeter:
         #: Whether the answer is an event stream (read with `event`, not `feed`).
         self.streamed = media == "text/event-stream"
         buffering = media == "application/json" or media.endswith("+json")
-        encoding = content_encoding.strip().lower()
-        self._buffer: bytearray | None = bytearray() if buffering else None
+        # The JSON body's pieces as they came (joined once, at the end), and their size.
+        self._buffer: list[bytes] | None = [] if buffering else None
+        self._size = 0
         self._decoder: Any = None
-        if buffering and encoding in ("gzip", "x-gzip", "deflate"):
-            self._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, told by the header
-        elif buffering and encoding not in ("", "identity"):
-            self._buffer = None  # br, zstd: not worth a dependency
+        if buffering and content_encoding:
+            encoding = content_encoding.strip().lower()
+            if encoding in ("gzip", "x-gzip", "deflate"):
+                self._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, told by the header
+            elif encoding not in ("", "identity"):
+                self._buffer = None  # br, zstd: not worth a dependency
 
     @property
     def tokens(self) -> int:
@@ -176,22 +182,26 @@ class TokenMeter:
         except zlib.error:
             self._buffer = None
             return
-        if len(self._buffer) + len(data) > MAX_BODY or (
-            self._decoder is not None and self._decoder.unconsumed_tail
-        ):
+        self._size += len(data)
+        if self._size > MAX_BODY or (self._decoder is not None and self._decoder.unconsumed_tail):
             self._buffer = None
             return
-        self._buffer += data
+        self._buffer.append(data)
 
     def finish(self) -> None:
-        """Read the buffered JSON body, if any."""
+        """Read the buffered JSON body, if any: its top-level ``usage`` when it has
+        one (`top_level_usage`, no full parse), else the whole of it."""
         if not self._buffer:
             return
+        data = b"".join(self._buffer)  # (one piece: that piece itself, not a copy)
+        self._buffer = None
+        usage = top_level_usage(data)
+        if usage is not None and self._report(usage):
+            return  # the upstream's count: no text to estimate from
         try:
-            body = json.loads(self._buffer)
+            body = json.loads(data)
         except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
             body = None
-        self._buffer = None
         if isinstance(body, dict):
             self._read(body, streamed=False)
 
@@ -219,10 +229,7 @@ class TokenMeter:
         if isinstance(response, dict):
             usages.append(response.get("usage"))
         for usage in usages:
-            count = usage_tokens(usage)
-            if count is not None:
-                self.reported = count
-                self.reported_usage = usage_of(usage)
+            self._report(usage)
         choices = body.get("choices")
         if isinstance(choices, list):
             for choice in choices:
@@ -231,6 +238,15 @@ class TokenMeter:
         message = body.get("message")
         if isinstance(message, dict):
             self._read_chatgpt(message)
+
+    def _report(self, usage: Any) -> bool:
+        """Take the upstream's ``usage`` if it holds a count; whether it did."""
+        count = usage_tokens(usage)
+        if count is None:
+            return False
+        self.reported = count
+        self.reported_usage = usage_of(usage)
+        return True
 
     def _read_chatgpt(self, message: dict[str, Any]) -> None:
         author = message.get("author")

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.config import RouteConfig
 from gateway.paths import PathPattern, encode_path, normalize_path
-from gateway.routing import Router
+from gateway.routing import REMEMBERED, Router
 
 
 def test_parameters_and_tail():
@@ -66,3 +66,25 @@ def test_path_only_match_is_reported_for_405():
     assert match is not None and not match.method_allowed
     assert router.allowed_methods("/x") == ["GET", "POST"]
     assert router.match("GET", "/y") is None
+
+
+def test_matches_are_remembered_and_give_the_same_answer_again():
+    router = Router(
+        [
+            ("get_one", RouteConfig(path="/c/{id}", methods=("GET",))),
+            ("any", RouteConfig(path="/{rest*}")),
+        ]
+    )
+    first = [router.match(m, p) for m, p in [("GET", "/c/1"), ("POST", "/c/1"), ("GET", "/")]]
+    again = [router.match(m, p) for m, p in [("GET", "/c/1"), ("POST", "/c/1"), ("GET", "/")]]
+    assert again == first
+    assert [m.name for m in again if m] == ["get_one", "any", "any"]
+    assert router.match("GET", "/c/1").params == {"id": "1"}
+
+
+def test_remembered_matches_are_bounded():
+    router = Router([("r", RouteConfig(path="/x/{id}"))])
+    for i in range(REMEMBERED * 3):  # a client inventing paths
+        assert router.match("GET", f"/x/{i}").params == {"id": str(i)}
+    assert len(router._seen) <= REMEMBERED
+    assert router.match("GET", "/y") is None and router.match("GET", "/y") is None

@@ -88,17 +88,26 @@ class AccessLog(Plugin):
 
 
 def json_values(ex: Exchange, now: float) -> tuple[str, ...]:
-    """The values of an access line's `FIELDS`, each as ``json.dumps`` writes it."""
+    """The values of an access line's `FIELDS`, each as ``json.dumps`` writes it.
+
+    (Each ``None`` test is written out: a helper call per field was 5k of the
+    plugin's 58k instructions a request, callgrind.)
+    """
     first_byte_at = ex.first_byte_at
     identity = ex.identity
     upstream = ex.upstream
+    status = ex.status
+    upstream_status = ex.upstream_status
+    credential = ex.credential
+    deployment = ex.deployment
+    limited_by = ex.limited_by
     return (
         quote(ex.request_id),
         quote(ex.method),
         quote(ex.path),
         quote(ex.route_name),
-        json_int(ex.status),
-        json_int(ex.upstream_status),
+        f"{status:d}" if status is not None else "null",
+        f"{upstream_status:d}" if upstream_status is not None else "null",
         f"{(now - ex.started) * 1000:.2f}",  # milliseconds
         f"{(first_byte_at - ex.started) * 1000:.2f}" if first_byte_at else "null",
         f"{ex.bytes_in:d}",
@@ -110,18 +119,10 @@ def json_values(ex: Exchange, now: float) -> tuple[str, ...]:
         quote(_redact_proxy(ex.proxy)) if ex.proxy else "null",
         quote(ex.model[:MAX_MODEL_LOGGED]) if ex.model is not None else "null",
         # (Names from the config: the credential's name, never its secret.)
-        json_str(ex.credential),
-        json_str(ex.deployment),
-        json_str(ex.limited_by),
+        quote(credential) if credential is not None else "null",
+        quote(deployment) if deployment is not None else "null",
+        quote(limited_by) if limited_by is not None else "null",
     )
-
-
-def json_str(value: str | None) -> str:
-    return "null" if value is None else quote(value)
-
-
-def json_int(value: int | None) -> str:
-    return "null" if value is None else f"{value:d}"
 
 
 def describe_error(error: BaseException) -> str:
