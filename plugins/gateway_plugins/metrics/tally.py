@@ -9,6 +9,9 @@ default no_metrics``).  Here a request adds to plain attributes, dictionary
 entries and bucket lists instead (a histogram's bucket found with `bisect`), and
 `GatewayMetrics.fold` adds what accumulated to prometheus-client's series: before
 each scrape, so that the exposition is prometheus-client's own, unchanged.
+Measured after: 22k instructions per request with ``count_tokens = false``
+(607k against 585k without ``metrics``), 117k with it (the token meter of
+`gateway.usage`).
 
 Multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, ``gateway run --workers N``):
 each worker also folds within `FOLD_DELAY` of its first unfolded count (and when
