@@ -376,7 +376,9 @@ def test_workers_sum_in_multiprocess_mode(tmp_path: Path):
     root = Path(__file__).parents[2]
     count = (
         "from gateway_plugins.metrics.registry import gateway_metrics\n"
-        "gateway_metrics().requests_child('mp', 'GET', 200).inc()\n"
+        "metrics = gateway_metrics()\n"
+        "metrics.count(metrics.requests, ('mp', 'GET', 200))\n"
+        "metrics.fold()\n"
     )
     show = (
         "import sys\nfrom gateway_plugins.metrics.registry import gateway_metrics\n"

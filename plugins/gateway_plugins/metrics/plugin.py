@@ -45,6 +45,10 @@ def _check_path(_: object, __: object, value: str) -> None:
 class Metrics(Plugin):
     """Counts requests, times them and serves the numbers in Prometheus text format.
 
+    A request adds to plain numbers; they reach prometheus-client's series at
+    each scrape (and within a second in multiprocess mode): see
+    `gateway_plugins.metrics.tally`.
+
     Every instance in a process shares one registry, so counters continue
     across routes with their own config and across hot reloads.  Each worker
     of ``gateway run --workers N`` serves its own numbers (a scrape reaches
@@ -83,7 +87,11 @@ class Metrics(Plugin):
         self._context = context
         config = context.config
         for name, route in config.routes.items():
-            self.metrics.route_series(name, route.upstream)
+            self.metrics.route_tally(name, route.upstream)
+
+    async def shutdown(self) -> None:
+        """Fold the last counts (in multiprocess mode, into the files other workers read)."""
+        self.metrics.fold()
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
         """Answer ``GET <path>`` with the metrics; leave every other request alone."""
@@ -99,6 +107,7 @@ class Metrics(Plugin):
         # The usage ledger's lost rows, as its status counts them.
         dropped = statuses.get("usage", {}).get("rows_dropped", 0)
         self.metrics.observe_usage_dropped(dropped if isinstance(dropped, int) else 0)
+        self.metrics.fold()
         # Off the event loop: collecting may read /proc or the multiprocess files.
         body = await asyncio.to_thread(self.metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -113,49 +122,51 @@ class Metrics(Plugin):
         if ex.upstream is None or ex.upstream_status is None or ex.status != ex.upstream_status:
             return
         if STATE_KEY not in ex.state:
-            self.metrics.route_series(ex.route_name, ex.upstream.name).open_streams.inc()
+            self.metrics.route_tally(ex.route_name, ex.upstream.name).open_streams += 1
             ex.state[STATE_KEY] = time.perf_counter()
+            self.metrics.fold_soon()
 
     async def on_complete(self, ex: Exchange, error: BaseException | None) -> None:
         """Count the request, its timings, bytes, tokens and what went wrong."""
         now = time.perf_counter()
         metrics = self.metrics
+        route = ex.route_name
         upstream = ex.upstream.name if ex.upstream is not None else None
-        series = metrics.route_series(ex.route_name, upstream)
+        tally = metrics.route_tally(route, upstream)
         head_at: float | None = ex.state.get(STATE_KEY)
         if head_at is not None:
-            series.open_streams.dec()
-        via = series.upstream
+            tally.open_streams -= 1
+        via = tally.upstream
         if via is not None:
             if head_at is not None:
                 via.latency.observe(head_at - ex.started)
             if ex.first_byte_at is not None:
                 via.ttfb.observe(ex.first_byte_at - ex.started)
-            if ex.usage is not None:
-                via.prompt_tokens.inc(max(ex.usage.prompt_tokens, 0))
-                via.completion_tokens.inc(max(ex.usage.completion_tokens, 0))
+            usage = ex.usage
+            if usage is not None:
+                via.prompt_tokens += max(usage.prompt_tokens, 0)
+                via.completion_tokens += max(usage.completion_tokens, 0)
         gone = isinstance(error, _CLIENT_GONE)
         status = ex.status if ex.status is not None else (499 if gone else 500)
         method = ex.method if ex.method in HTTP_METHODS else "OTHER"
-        metrics.requests_child(ex.route_name, method, status).inc()
+        metrics.count(metrics.requests, (route, method, status))
         if ex.deployment is not None:
             deployment = self._bounded(ex.deployment, self._deployment_labels)
-            metrics.deployment_requests.labels(ex.route_name, deployment, status).inc()
-        series.duration.observe(now - ex.started)
-        if ex.bytes_in:
-            series.bytes_in.inc(ex.bytes_in)
-        if ex.bytes_out:
-            series.bytes_out.inc(ex.bytes_out)
+            metrics.count(metrics.deployment_requests, (route, deployment, status))
+        tally.duration.observe(now - ex.started)
+        tally.bytes_in += ex.bytes_in
+        tally.bytes_out += ex.bytes_out
         if gone:
-            series.disconnects.inc()
+            tally.disconnects += 1
         elif error is not None and upstream is not None and ex.attempts > 0:
             kind = upstream_error_kind(error)
             if kind is not None:
-                metrics.upstream_errors.labels(ex.route_name, upstream, kind).inc()
+                metrics.count(metrics.upstream_errors, (route, upstream, kind))
         if ex.limited_by is not None:
-            self.metrics.ratelimit_rejections.labels(ex.route_name, self._rule_label(ex)).inc()
+            metrics.count(metrics.ratelimit_rejections, (route, self._rule_label(ex)))
         if ex.credential_failovers > 0 and upstream is not None:
-            self.metrics.failovers.labels(upstream).inc(ex.credential_failovers)
+            metrics.count(metrics.failovers, (upstream,), ex.credential_failovers)
+        metrics.fold_soon()
 
     def _rule_label(self, ex: Exchange) -> str:
         """``ex.limited_by`` as a label: a rule's name from the config, by contract.

@@ -2,8 +2,8 @@
 
 Every instance of the plugin (one per distinct config table, and new ones on
 each hot reload) shares the families defined here, so counters continue across
-routes and reloads.  Labelled children are cached per label values, so a
-request costs dictionary lookups, not ``labels()`` calls.
+routes and reloads.  Requests are counted in plain numbers first and folded into
+these families in batches (`gateway_plugins.metrics.tally` says why and when).
 
 Besides the ``gateway_*`` families the registry holds prometheus-client's
 process, platform and GC collectors (``process_*``, ``python_*``): memory,
@@ -19,8 +19,10 @@ emptied before the gateway starts.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+from collections.abc import Hashable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -34,51 +36,11 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = [
-    "LATENCY_BUCKETS",
-    "GatewayMetrics",
-    "RouteSeries",
-    "UpstreamSeries",
-    "gateway_metrics",
-]
+from gateway_plugins.metrics.tally import FOLD_DELAY, LATENCY_BUCKETS, RouteTally, UpstreamTally
 
-#: Seconds: from a cached answer (5 ms) to a long model completion (five minutes).
-LATENCY_BUCKETS = (
-    *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-    *(10.0, 20.0, 30.0, 60.0, 120.0, 300.0, float("inf")),
-)
+__all__ = ["LATENCY_BUCKETS", "GatewayMetrics", "gateway_metrics"]
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-class UpstreamSeries:
-    """The children of one route through its upstream."""
-
-    __slots__ = ("completion_tokens", "latency", "prompt_tokens", "ttfb")
-
-    def __init__(self, metrics: GatewayMetrics, route: str, upstream: str) -> None:
-        self.latency = metrics.upstream_latency.labels(route, upstream)
-        self.ttfb = metrics.ttfb.labels(route, upstream)
-        self.prompt_tokens = metrics.tokens.labels(route, upstream, "prompt")
-        self.completion_tokens = metrics.tokens.labels(route, upstream, "completion")
-
-
-class RouteSeries:
-    """The children of one route, looked up once per request.
-
-    ``upstream`` is ``None`` for routes that plugins answer, so that they have
-    no upstream series at all rather than ones labelled with an empty name.
-    """
-
-    __slots__ = ("bytes_in", "bytes_out", "disconnects", "duration", "open_streams", "upstream")
-
-    def __init__(self, metrics: GatewayMetrics, route: str, upstream: str | None) -> None:
-        self.duration = metrics.duration.labels(route)
-        self.open_streams = metrics.open_streams.labels(route)
-        self.bytes_in = metrics.bytes_in.labels(route)
-        self.bytes_out = metrics.bytes_out.labels(route)
-        self.disconnects = metrics.client_disconnects.labels(route)
-        self.upstream = UpstreamSeries(metrics, route, upstream) if upstream else None
 
 
 class GatewayMetrics:
@@ -190,23 +152,73 @@ class GatewayMetrics:
             ("route",),
             registry=r,
         )
-        self._routes: dict[tuple[str, str | None], RouteSeries] = {}
-        self._requests: dict[tuple[str, str, int], Counter] = {}
+        self._routes: dict[tuple[str, str | None], RouteTally] = {}
+        #: Labelled counts since the last fold: ``(family, label values)`` to the amount.
+        self._counts: dict[tuple[Counter, tuple[Hashable, ...]], float] = {}
+        self._fold_timer: asyncio.TimerHandle | None = None
 
-    def route_series(self, route: str, upstream: str | None) -> RouteSeries:
-        """The children of ``route`` through ``upstream`` (``None`` for none), made once."""
-        series = self._routes.get((route, upstream))
-        if series is None:
-            series = self._routes[route, upstream] = RouteSeries(self, route, upstream)
-        return series
+    def route_tally(self, route: str, upstream: str | None) -> RouteTally:
+        """The counts of ``route`` through ``upstream`` (``None`` for none), made once.
 
-    def requests_child(self, route: str, method: str, status: int) -> Counter:
-        """The ``gateway_requests_total`` child for these labels, made once."""
-        key = (route, method, status)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(route, method, str(status))
-        return child
+        Making them makes the route's series, at zero, in the exposition.
+        """
+        tally = self._routes.get((route, upstream))
+        if tally is None:
+            tally = self._routes[route, upstream] = self._make_tally(route, upstream)
+        return tally
+
+    def _make_tally(self, route: str, upstream: str | None) -> RouteTally:
+        via = None
+        if upstream:
+            via = UpstreamTally(
+                self.upstream_latency.labels(route, upstream),
+                self.ttfb.labels(route, upstream),
+                (
+                    self.tokens.labels(route, upstream, "prompt"),
+                    self.tokens.labels(route, upstream, "completion"),
+                ),
+            )
+        children = (
+            self.open_streams.labels(route),
+            self.bytes_in.labels(route),
+            self.bytes_out.labels(route),
+            self.client_disconnects.labels(route),
+        )
+        return RouteTally(self.duration.labels(route), children, via)
+
+    def count(self, family: Counter, labels: tuple[Hashable, ...], amount: float = 1) -> None:
+        """Add ``amount`` to ``family``'s series of ``labels`` at the next fold.
+
+        Label values are turned into text then (a status code may be an ``int``).
+        """
+        key = (family, labels)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + amount
+
+    def fold_soon(self) -> None:
+        """In multiprocess mode, fold within `FOLD_DELAY` (other workers' scrapes read the files).
+
+        Call it on the event loop after counting; without multiprocess mode,
+        each scrape folds and this does nothing.
+        """
+        if self._fold_timer is None and self.multiprocess_dir is not None:
+            self._fold_timer = asyncio.get_running_loop().call_later(FOLD_DELAY, self._timed_fold)
+
+    def _timed_fold(self) -> None:
+        self._fold_timer = None
+        self.fold()
+
+    def fold(self) -> None:
+        """Add every count since the last fold to prometheus-client's series.
+
+        Call it where the counting happens (the event loop's thread): the
+        counts are plain numbers, with no lock.
+        """
+        for tally in self._routes.values():
+            tally.fold()
+        counts, self._counts = self._counts, {}
+        for (family, labels), amount in counts.items():
+            family.labels(*labels).inc(amount)
 
     def observe_ratelimit_store(self, opened: int, closed: int, unavailable: int) -> None:
         """Bring the rate-limit store series up to the breakers' counts (read at scrape time)."""
@@ -225,7 +237,10 @@ class GatewayMetrics:
         self._usage_dropped_seen = dropped
 
     def exposition(self) -> bytes:
-        """The text format of every metric (blocking: file reads in multiprocess mode)."""
+        """The text format of every metric as last folded (blocking: it may read files).
+
+        Safe in another thread: it reads prometheus-client's series, not the counts.
+        """
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
