@@ -64,8 +64,9 @@ class _Attempts:
     body: dict[str, Any]
     asked: str
     plan: list[tuple[PublicModel, Deployment]]
-    #: The headers the pipeline gave the request, without any upstream's own.
-    headers: CIMultiDict[str]
+    #: The headers the pipeline gave the request, without any upstream's own
+    #: (kept for the next attempts: ``None`` when the plan has no next one).
+    headers: CIMultiDict[str] | None
     #: The ``model`` the body sent upstream carries now.
     sent_model: str = ""
     tried: int = 0
@@ -180,9 +181,11 @@ class Routing(Plugin):
             in_flight=self.in_flight,
             rng=self.rng,
         )
-        headers = CIMultiDict(ex.upstream_headers)
-        for name in ex.upstream.headers if ex.upstream is not None else ():
-            headers.popall(name, None)
+        headers = None
+        if len(plan) > 1:  # (a single deployment is never tried again: no copy to keep)
+            headers = CIMultiDict(ex.upstream_headers)
+            for name in ex.upstream.headers if ex.upstream is not None else ():
+                headers.popall(name, None)
         attempts = _Attempts(body, asked, plan, headers, sent_model=asked)
         ex.state[_STATE] = attempts
         if not await self.next_deployment(ex, attempts):
@@ -263,7 +266,11 @@ class Routing(Plugin):
         # From the headers the request came with each time: one deployment's
         # credential never follows the request to the next.  (The first attempt
         # changes the request's own headers: they are those.)
-        headers = ex.upstream_headers if first else CIMultiDict(attempts.headers)
+        if first:
+            headers = ex.upstream_headers
+        else:
+            assert attempts.headers is not None  # (a next attempt: the plan had more than one)
+            headers = CIMultiDict(attempts.headers)
         for name in mapped.remove_headers:
             headers.popall(name, None)
         headers.update(mapped.set_headers)
