@@ -20,6 +20,7 @@ The answer names the deployment that gave it in ``x-gateway-deployment``.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -63,7 +64,7 @@ class _Attempts:
 
     body: dict[str, Any]
     asked: str
-    plan: list[tuple[PublicModel, Deployment]]
+    plan: Sequence[tuple[PublicModel, Deployment]]
     #: The headers the pipeline gave the request, without any upstream's own
     #: (kept for the next attempts: ``None`` when the plan has no next one).
     headers: CIMultiDict[str] | None
@@ -104,6 +105,15 @@ class Routing(Plugin):
         )
         self.rng = rng or random.Random()  # noqa: S311 (load spreading, not secrecy)
         self.upstreams: dict[str, UpstreamConfig] = {}
+        # Made once: a model with one deployment and no fallbacks has one plan, and
+        # deployments without limits are never asked (instructions per request, see
+        # bench/instructions.sh only:routing).
+        self._fixed_plans = {
+            m.name: ((m, m.deployments[0]),)
+            for m in self.table.models.values()
+            if len(m.deployments) == 1 and not m.fallbacks
+        }
+        self._limited = self.limits.active
         self._targets: dict[tuple[str, str], tuple[URL, UpstreamRequest]] = {}
 
     def needs_usage(self) -> bool:
@@ -172,7 +182,7 @@ class Routing(Plugin):
         allowed = ex.identity.allowed_models if ex.identity is not None else None
         if allowed is not None and asked not in allowed:
             raise Forbidden(f"client {ex.identity.name!r} may not use model {asked!r}")  # type: ignore[union-attr]
-        plan = attempt_plan(
+        plan = self._fixed_plans.get(model.name) or attempt_plan(
             self.table,
             model,
             strategy=self.config.routing_strategy,
@@ -245,7 +255,7 @@ class Routing(Plugin):
             _, deployment = attempts.plan[attempts.tried]
             attempts.tried += 1
             wait = None
-            if self.limits.active:
+            if self._limited:
                 wait = await self.limits.admit(deployment, f"{ex.request_id}:{attempts.tried}")
             if wait is not None:
                 attempts.limited.append(wait)
