@@ -73,7 +73,8 @@ class _Attempts:
     tried: int = 0
     current: Deployment | None = None
     #: Seconds until a deployment skipped for its limits may take requests again.
-    limited: list[float] = attrs.Factory(list)
+    #: (A tuple: no list made per request for a case that is rare.)
+    limited: tuple[float, ...] = ()
 
 
 class Routing(Plugin):
@@ -258,7 +259,7 @@ class Routing(Plugin):
             if self._limited:
                 wait = await self.limits.admit(deployment, f"{ex.request_id}:{attempts.tried}")
             if wait is not None:
-                attempts.limited.append(wait)
+                attempts.limited += (wait,)
                 continue
             self.send_to(ex, attempts, deployment)
             return True
