@@ -20,6 +20,7 @@ The answer names the deployment that gave it in ``x-gateway-deployment``.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -63,15 +64,17 @@ class _Attempts:
 
     body: dict[str, Any]
     asked: str
-    plan: list[tuple[PublicModel, Deployment]]
-    #: The headers the pipeline gave the request, without any upstream's own.
-    headers: CIMultiDict[str]
+    plan: Sequence[tuple[PublicModel, Deployment]]
+    #: The headers the pipeline gave the request, without any upstream's own
+    #: (kept for the next attempts: ``None`` when the plan has no next one).
+    headers: CIMultiDict[str] | None
     #: The ``model`` the body sent upstream carries now.
     sent_model: str = ""
     tried: int = 0
     current: Deployment | None = None
     #: Seconds until a deployment skipped for its limits may take requests again.
-    limited: list[float] = attrs.Factory(list)
+    #: (A tuple: no list made per request for a case that is rare.)
+    limited: tuple[float, ...] = ()
 
 
 class Routing(Plugin):
@@ -103,6 +106,15 @@ class Routing(Plugin):
         )
         self.rng = rng or random.Random()  # noqa: S311 (load spreading, not secrecy)
         self.upstreams: dict[str, UpstreamConfig] = {}
+        # Made once: a model with one deployment and no fallbacks has one plan, and
+        # deployments without limits are never asked (instructions per request, see
+        # bench/instructions.sh only:routing).
+        self._fixed_plans = {
+            m.name: ((m, m.deployments[0]),)
+            for m in self.table.models.values()
+            if len(m.deployments) == 1 and not m.fallbacks
+        }
+        self._limited = self.limits.active
         self._targets: dict[tuple[str, str], tuple[URL, UpstreamRequest]] = {}
 
     def needs_usage(self) -> bool:
@@ -171,7 +183,7 @@ class Routing(Plugin):
         allowed = ex.identity.allowed_models if ex.identity is not None else None
         if allowed is not None and asked not in allowed:
             raise Forbidden(f"client {ex.identity.name!r} may not use model {asked!r}")  # type: ignore[union-attr]
-        plan = attempt_plan(
+        plan = self._fixed_plans.get(model.name) or attempt_plan(
             self.table,
             model,
             strategy=self.config.routing_strategy,
@@ -180,9 +192,11 @@ class Routing(Plugin):
             in_flight=self.in_flight,
             rng=self.rng,
         )
-        headers = CIMultiDict(ex.upstream_headers)
-        for name in ex.upstream.headers if ex.upstream is not None else ():
-            headers.popall(name, None)
+        headers = None
+        if len(plan) > 1:  # (a single deployment is never tried again: no copy to keep)
+            headers = CIMultiDict(ex.upstream_headers)
+            for name in ex.upstream.headers if ex.upstream is not None else ():
+                headers.popall(name, None)
         attempts = _Attempts(body, asked, plan, headers, sent_model=asked)
         ex.state[_STATE] = attempts
         if not await self.next_deployment(ex, attempts):
@@ -242,10 +256,10 @@ class Routing(Plugin):
             _, deployment = attempts.plan[attempts.tried]
             attempts.tried += 1
             wait = None
-            if self.limits.active:
+            if self._limited:
                 wait = await self.limits.admit(deployment, f"{ex.request_id}:{attempts.tried}")
             if wait is not None:
-                attempts.limited.append(wait)
+                attempts.limited += (wait,)
                 continue
             self.send_to(ex, attempts, deployment)
             return True
@@ -263,7 +277,11 @@ class Routing(Plugin):
         # From the headers the request came with each time: one deployment's
         # credential never follows the request to the next.  (The first attempt
         # changes the request's own headers: they are those.)
-        headers = ex.upstream_headers if first else CIMultiDict(attempts.headers)
+        if first:
+            headers = ex.upstream_headers
+        else:
+            assert attempts.headers is not None  # (a next attempt: the plan had more than one)
+            headers = CIMultiDict(attempts.headers)
         for name in mapped.remove_headers:
             headers.popall(name, None)
         headers.update(mapped.set_headers)
