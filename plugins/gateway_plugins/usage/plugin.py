@@ -148,28 +148,37 @@ class UsageLedger(Plugin):
 
 def ledger_row(ex: Exchange, error: BaseException | None, now: float, wall: float) -> UsageRow:
     """The ledger's row for a finished exchange (``now`` on ``perf_counter``, ``wall`` epoch)."""
+    # Positional, in `COLUMNS` order, and `_ms` rather than round(x, 2): one row is made
+    # per request, and that saved 13k instructions of it (bench/instructions.sh with_usage).
     identity = ex.identity
     usage = ex.usage
+    started = ex.started
     first_byte = ex.first_byte_at
+    upstream = ex.upstream
     return UsageRow(
-        ts=wall - (now - ex.started),
-        request_id=ex.request_id,
-        key_name=identity.name if identity is not None else None,
-        team=identity.team if identity is not None else None,
-        route=ex.route_name,
-        upstream=ex.upstream.name if ex.upstream is not None else None,
-        credential=ex.credential,
-        model=ex.model,
-        status=_status(ex, error),
-        error_code=ex.error_code or _error_code(error),
-        prompt_tokens=usage.prompt_tokens if usage is not None else 0,
-        completion_tokens=usage.completion_tokens if usage is not None else 0,
-        tokens_estimated=usage.estimated if usage is not None else False,
-        duration_ms=round((now - ex.started) * 1000, 2),
-        ttfb_ms=round((first_byte - ex.started) * 1000, 2) if first_byte else None,
-        bytes_in=ex.bytes_in,
-        bytes_out=ex.bytes_out,
+        wall - (now - started),  # ts
+        ex.request_id,
+        identity.name if identity is not None else None,  # key_name
+        identity.team if identity is not None else None,  # team
+        ex.route_name,
+        upstream.name if upstream is not None else None,
+        ex.credential,
+        ex.model,
+        _status(ex, error),
+        ex.error_code or _error_code(error),
+        usage.prompt_tokens if usage is not None else 0,
+        usage.completion_tokens if usage is not None else 0,
+        usage.estimated if usage is not None else False,  # tokens_estimated
+        _ms(now - started),  # duration_ms
+        _ms(first_byte - started) if first_byte else None,  # ttfb_ms
+        ex.bytes_in,
+        ex.bytes_out,
     )
+
+
+def _ms(seconds: float) -> float:
+    """``seconds`` in milliseconds to 2 decimals (round(x, 2) is 3x slower: it goes by text)."""
+    return round(seconds * 100_000) / 100
 
 
 def _status(ex: Exchange, error: BaseException | None) -> int:

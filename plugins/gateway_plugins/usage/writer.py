@@ -1,7 +1,7 @@
 """`LedgerWriter`: rows go to the ledger in batches, off the request path, never blocking it.
 
-A bounded queue between the requests and one writing task, as a log shipper does:
-`record` is a ``put_nowait`` that never waits; when the queue is full the row is
+A bounded buffer between the requests and one writing task, as a log shipper does:
+`record` appends to a list and never waits; when the buffer is full the row is
 dropped and counted, so a slow or broken database costs the requests nothing but
 their ledger lines.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from .row import UsageRow
 from .store import UsageStore, UsageStoreError
 
-#: Rows refused by a full queue are reported (``on_dropped``) this often at most, in seconds.
+#: Rows refused by a full buffer are reported (``on_dropped``) this often at most, in seconds.
 REPORT_EVERY = 1.0
 
 
@@ -23,10 +23,11 @@ class LedgerWriter:
     """Writes the rows handed to `record` to ``store``, ``batch_size`` at a time at most.
 
     A batch is written as soon as it is full, or ``flush_interval`` seconds after its
-    first row.  ``on_dropped(count, reason)`` is called, from the event loop, for lost
-    rows: those the full queue refused (``"queue full"``, once every `REPORT_EVERY` at
-    most) and each batch the store failed to write (the error's text).  `dropped`
-    counts them all.
+    first row; rows that came meanwhile wait for the next batch, so a busy ledger
+    writes full batches.  ``on_dropped(count, reason)`` is called, from the event loop,
+    for lost rows: those the full buffer refused (``"queue full"``, once every
+    `REPORT_EVERY` at most) and each batch the store failed to write (the error's
+    text).  `dropped` counts them all.
     """
 
     def __init__(
@@ -39,14 +40,20 @@ class LedgerWriter:
         on_dropped: Callable[[int, str], None] | None = None,
     ) -> None:
         self.store = store
+        self.capacity = capacity
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.on_dropped = on_dropped
-        #: Rows lost so far, refused by the full queue or in a batch that failed.
+        #: Rows lost so far, refused by the full buffer or in a batch that failed.
         self.dropped = 0
         #: Rows written so far.
         self.written = 0
-        self._queue: asyncio.Queue[UsageRow] = asyncio.Queue(maxsize=capacity)
+        # A plain list rather than an asyncio.Queue: a queue wakes the writing task for
+        # every row (a future and a task step per request); `record` wakes it only when
+        # the rows it waits for are there (`_wait_for_rows`), about once per batch.
+        self._rows: list[UsageRow] = []
+        self._wake_at = 1  # how many buffered rows wake the waiting task
+        self._waiter: asyncio.Future[None] | None = None
         self._refused = 0  # refused since the last report, reported by the writing task
         self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None
@@ -55,21 +62,17 @@ class LedgerWriter:
     @property
     def queued(self) -> int:
         """Rows waiting to be written."""
-        return self._queue.qsize()
+        return len(self._rows)
 
     def record(self, row: UsageRow) -> None:
-        """Queue ``row`` for the ledger; drop and count it when the queue is full."""
-        try:
-            self._queue.put_nowait(row)
-        except asyncio.QueueFull:
-            self.dropped += 1
-            self._refused += 1
-            if self._report is None:
-                # One report a second at most: a full queue under load must not turn
-                # into a log line per request.
-                self._report = asyncio.get_running_loop().call_later(
-                    REPORT_EVERY, self._report_refused
-                )
+        """Buffer ``row`` for the ledger; drop and count it when the buffer is full."""
+        rows = self._rows
+        if len(rows) >= self.capacity:
+            self._refuse()
+            return
+        rows.append(row)
+        if len(rows) >= self._wake_at and self._waiter is not None:
+            _resolve(self._waiter)
 
     def start(self) -> None:
         """Start the writing task (on the running event loop)."""
@@ -79,7 +82,7 @@ class LedgerWriter:
             )
 
     async def close(self) -> None:
-        """Write what is queued, then stop the writing task."""
+        """Write what is buffered, then stop the writing task."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -91,33 +94,38 @@ class LedgerWriter:
         self._report_refused()
 
     async def flush(self) -> None:
-        """Write every row queued so far (for tests and for shutdown)."""
-        while not self._queue.empty():
-            await self._write(self._take_batch([]))
+        """Write every row buffered so far (for tests and for shutdown)."""
+        while self._rows:
+            await self._write(self._take_batch())
 
     async def _write_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.flush_interval
-            while len(batch) < self.batch_size:
-                self._take_batch(batch)
-                remaining = deadline - loop.time()
-                if len(batch) >= self.batch_size or remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            await self._wait_for_rows(1, None)
+            await self._wait_for_rows(self.batch_size, self.flush_interval)
             # Shielded: cancelled by `close`, the task stops waiting, but the batch is
             # still written whole (`close` awaits it), neither lost nor half-written.
-            self._writing = asyncio.ensure_future(self._write(batch))
+            self._writing = asyncio.ensure_future(self._write(self._take_batch()))
             await asyncio.shield(self._writing)
             self._writing = None
 
-    def _take_batch(self, batch: list[UsageRow]) -> list[UsageRow]:
-        while len(batch) < self.batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+    async def _wait_for_rows(self, count: int, timeout: float | None) -> None:
+        """Return once ``count`` rows are buffered, or after ``timeout`` seconds."""
+        if len(self._rows) >= count or timeout == 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._wake_at = count
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _take_batch(self) -> list[UsageRow]:
+        batch = self._rows[: self.batch_size]
+        del self._rows[: self.batch_size]
         return batch
 
     async def _write(self, batch: list[UsageRow]) -> None:
@@ -131,6 +139,14 @@ class LedgerWriter:
         else:
             self.written += len(batch)
 
+    def _refuse(self) -> None:
+        self.dropped += 1
+        self._refused += 1
+        if self._report is None:
+            # One report a second at most: a full buffer under load must not turn into
+            # a log line per request.
+            self._report = asyncio.get_running_loop().call_later(REPORT_EVERY, self._report_refused)
+
     def _report_refused(self) -> None:
         if self._report is not None:
             self._report.cancel()
@@ -142,3 +158,8 @@ class LedgerWriter:
     def _notify(self, count: int, reason: str) -> None:
         if self.on_dropped is not None:
             self.on_dropped(count, reason)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
