@@ -52,15 +52,32 @@ def _float(text: str) -> float:
     return value
 
 
-def loads(raw: bytes) -> Any:
-    """Parse a body strictly; ``ValueError`` for anything a strict parser would refuse."""
+def _strict_decoder() -> json.JSONDecoder:
+    return json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant, parse_float=_float)
+
+
+# Codecs made once, not per call: ``json.loads``/``json.dumps`` with any option build a
+# new decoder or encoder each time, 17k and 9k of the 106k instructions per request
+# that model routing cost (bench/instructions.sh only:routing). A decoder keeps a memo
+# of keys while it parses, so the parser thread of `loads_async` has one of its own.
+_DECODER_ON_LOOP = _strict_decoder()
+_DECODER_IN_THREAD = _strict_decoder()
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
+def _decode(raw: bytes, decoder: json.JSONDecoder) -> Any:
     try:
         text = raw.decode("utf-8")  # strict: no surrogates smuggled in as bytes
-        return json.loads(
-            text, object_pairs_hook=_object, parse_constant=_constant, parse_float=_float
-        )
+        if text.startswith("\ufeff"):  # as json.loads: a byte-order mark is not JSON
+            raise ValueError("unexpected byte-order mark")
+        return decoder.decode(text)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+def loads(raw: bytes) -> Any:
+    """Parse a body strictly; ``ValueError`` for anything a strict parser would refuse."""
+    return _decode(raw, _DECODER_ON_LOOP)
 
 
 async def loads_async(raw: bytes) -> Any:
@@ -73,7 +90,9 @@ async def loads_async(raw: bytes) -> Any:
     """
     if len(raw) <= OFF_LOOP_SIZE:
         return loads(raw)
-    return await asyncio.get_running_loop().run_in_executor(_parser(), loads, raw)
+    return await asyncio.get_running_loop().run_in_executor(
+        _parser(), _decode, raw, _DECODER_IN_THREAD
+    )
 
 
 @functools.cache
@@ -93,6 +112,6 @@ def loads_upstream(raw: bytes | bytearray | str) -> Any:
 def dumps(value: Any) -> bytes:
     """Serialise a body; ``ValueError`` for what is not valid JSON in UTF-8."""
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return _ENCODER.encode(value).encode("utf-8")
     except (UnicodeEncodeError, RecursionError) as exc:
         raise ValueError(f"cannot be sent as JSON: {type(exc).__name__}") from None
