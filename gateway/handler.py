@@ -39,7 +39,7 @@ from gateway.headers import (
 )
 from gateway.ids import new_id
 from gateway.paths import PathPattern, encode_path, normalize_path
-from gateway.pipeline import BodyFilter, Pipeline
+from gateway.pipeline import Pipeline
 from gateway.plugin import Exchange
 from gateway.responses import ClientStream, UpstreamWhole, upstream_read_error
 from gateway.routing import RouteMatch
@@ -49,7 +49,7 @@ from gateway.transport import UpstreamProtocolError, UpstreamResponse
 logger = structlog.get_logger("gateway")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# Answers up to this size, of known length, that no body hook wants, go out in one write.
+# Answers up to this size, of known length, that no body hook changes, go out in one write.
 _SMALL_ANSWER = 64 * 1024
 # (istr: a CIMultiDict keeps an istr copy of a plain str key once iterated.)
 _X_ACCEL_BUFFERING = istr("X-Accel-Buffering")
@@ -271,10 +271,18 @@ async def stream_back(
     """
     out = ClientStream(ex, upstream.reason)
     try:
-        body_filter, sse = ready_head(pipeline, ex)
+        sse = ready_head(ex)
         length = upstream.content_length
-        if body_filter is None and not sse and length is not None and length <= _SMALL_ANSWER:
-            return await answer_whole(ex, upstream)
+        if (
+            not sse
+            and length is not None
+            and length <= _SMALL_ANSWER
+            and not pipeline.changes_bodies
+        ):
+            return await answer_whole(ex, upstream, pipeline)
+        body_filter = pipeline.body_filter(ex, sse)
+        if body_filter is not None and ex.response_headers is not None:
+            ex.response_headers.popall("Content-Length", None)  # the hooks may change it
         if body_filter is None:
             await out.start()  # nothing can change the head any more: send it now
         broken: GatewayError | None = None
@@ -318,8 +326,8 @@ async def stream_back(
         upstream.close()  # unless released above: an answer not read to its end
 
 
-def ready_head(pipeline: Pipeline, ex: Exchange) -> tuple[BodyFilter | None, bool]:
-    """The body hooks for the answer, and whether it is an event stream, its head made ready.
+def ready_head(ex: Exchange) -> bool:
+    """Whether the answer is an event stream; if so, its head is marked not to be buffered.
 
     (A function of its own so that the stream's frame does not hold these headers:
     the response copies them, and only its copy should live as long as the stream.)
@@ -327,18 +335,16 @@ def ready_head(pipeline: Pipeline, ex: Exchange) -> tuple[BodyFilter | None, boo
     headers = ex.response_headers
     assert headers is not None
     sse = headers.get("Content-Type", "").startswith("text/event-stream")
-    body_filter = pipeline.body_filter(ex, sse)
-    if body_filter is not None:
-        headers.popall("Content-Length", None)
     if sse:
         headers[_X_ACCEL_BUFFERING] = "no"
-    return body_filter, sse
+    return sse
 
 
 async def answer_whole(
-    ex: Exchange, upstream: UpstreamResponse
+    ex: Exchange, upstream: UpstreamResponse, pipeline: Pipeline
 ) -> tuple[web.StreamResponse, BaseException | None]:
-    """A small answer of known length, sent in one write rather than head, body and end.
+    """A small answer of known length that no plugin changes, sent in one write rather
+    than head, body and end (and metered, if a plugin wants its tokens).
 
     (Called by `stream_back`, which closes the upstream connection unless released here.)
     """
@@ -352,6 +358,7 @@ async def answer_whole(
     ex.first_byte_at = time.perf_counter()
     ex.bytes_out = len(body)
     upstream.release()
+    pipeline.meter_whole(ex, body)
     assert ex.status is not None and ex.response_headers is not None
     if ex.method != "HEAD":  # (a HEAD answer keeps the length the body would have had)
         ex.response_headers.popall("Content-Length", None)  # the response sets its own

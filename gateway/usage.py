@@ -241,11 +241,12 @@ class TokenMeter:
 
     def _report(self, usage: Any) -> bool:
         """Take the upstream's ``usage`` if it holds a count; whether it did."""
-        count = usage_tokens(usage)
-        if count is None:
+        split = usage_of(usage)  # (None exactly when usage_tokens is: the same counts)
+        if split is None:
             return False
-        self.reported = count
-        self.reported_usage = usage_of(usage)
+        total = _count(usage.get("total_tokens"))
+        self.reported = split.total_tokens if total is None else total
+        self.reported_usage = split
         return True
 
     def _read_chatgpt(self, message: dict[str, Any]) -> None:

@@ -15,12 +15,16 @@ torn body) gives ``None``, and the meter parses the whole answer as before.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = ["top_level_usage"]
 
 _KEY = b'"usage"'
-_SPACE = " \t\r\n"
+_COLON = re.compile(r"[ \t\r\n]*:[ \t\r\n]*")
+_COMMA = re.compile(r"[ \t\r\n]*,")
+_CLOSE = re.compile(r"[ \t\r\n]*\}[ \t\r\n]*\Z")  # the answer's closing brace, then nothing
+_END = re.compile(r"[ \t\r\n]*\Z")
 _decoder = json.JSONDecoder()
 
 
@@ -32,25 +36,19 @@ def top_level_usage(body: bytes) -> dict[str, Any] | None:
         return None
     try:
         text = body[at + len(_KEY) :].decode()
-        start = _skip_space(text, 0)
-        if text[start : start + 1] != ":":
+        colon = _COLON.match(text)
+        if colon is None:
             return None
-        usage, end = _decoder.raw_decode(text, _skip_space(text, start + 1))
-        end = _skip_space(text, end)
-        if text[end : end + 1] == ",":  # more members: they must end the top-level object
-            _, length = _decoder.raw_decode("{" + text[end + 1 :])
-            end += length  # ("{" stands in for the comma)
-        elif text[end : end + 1] == "}":
-            end += 1
-        else:
+        usage, end = _decoder.raw_decode(text, colon.end())
+        if not isinstance(usage, dict):
             return None
+        if _CLOSE.match(text, end):
+            return usage
+        comma = _COMMA.match(text, end)
+        if comma is None:
+            return None
+        # More members: they must end the top-level object ("{" stands in for the comma).
+        _, length = _decoder.raw_decode("{" + text[comma.end() :])
     except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
         return None
-    if _skip_space(text, end) != len(text) or not isinstance(usage, dict):
-        return None
-    return usage
-
-
-def _skip_space(text: str, at: int) -> int:
-    """The index of the first character at or after ``at`` that is not JSON whitespace."""
-    return len(text) - len(text[at:].lstrip(_SPACE))
+    return usage if _END.match(text, comma.end() - 1 + length) else None
