@@ -98,13 +98,32 @@ class _JsonSetup:
         ``structlog.testing.capture_logs`` swaps the processors in place, hence
         the look at the last one.
         """
-        config = structlog.get_config()
+        live = _LIVE_CONFIG
+        if live is None:  # (a structlog without it: the public, slower way)
+            config = structlog.get_config()
+            processors, wrapper_class = config["processors"], config["wrapper_class"]
+            logger_factory = config["logger_factory"]
+        else:
+            processors, wrapper_class = live.default_processors, live.default_wrapper_class
+            logger_factory = live.logger_factory
         return (
-            config["processors"] is self.processors
+            processors is self.processors
             and self.processors[-1] is self.renderer
-            and config["wrapper_class"] is self.wrapper_class
-            and config["logger_factory"] is self.logger_factory
+            and wrapper_class is self.wrapper_class
+            and logger_factory is self.logger_factory
         )
+
+
+# structlog's configuration object itself, read per access line: structlog.get_config()
+# builds a dict of it each time, 4.5k of the access log's 55k instructions a request
+# (bench/instructions.sh default against no_access_log).  Private, hence looked up with
+# care: a structlog without it is asked the public way.
+_LIVE_CONFIG: Any = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
+if not all(
+    hasattr(_LIVE_CONFIG, name)
+    for name in ("default_processors", "default_wrapper_class", "logger_factory")
+):
+    _LIVE_CONFIG = None
 
 
 #: The JSON set-up in force; ``None`` before `configure_logging` and for the console format.
