@@ -15,28 +15,14 @@ from gateway_plugins.usage.page import CSP, STYLE, render_page
 from gateway_plugins.usage.row import UsageRow
 from gateway_plugins.usage.store import UsageStore
 from gateway_plugins.usage.stores import open_store
+from tests.plugins.usage_rows import usage_row
 
 # 2026-12-02 10:30 UTC.
 NOW = 1796207400.0
 
 
 def row(ago: float, **fields: object) -> UsageRow:
-    values: dict[str, object] = {
-        "ts": NOW - ago,
-        "request_id": f"r{ago}",
-        "route": "openai",
-        "status": 200,
-        "key_name": "alice",
-        "team": "research",
-        "upstream": "openai",
-        "credential": None,
-        "model": None,
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "duration_ms": 50.0,
-    }
-    values.update(fields)
-    return UsageRow(**values)  # type: ignore[arg-type]
+    return usage_row(NOW - ago, f"r{ago}", **{"duration_ms": 50.0, **fields})
 
 
 ROWS = [

@@ -12,6 +12,7 @@ from gateway_plugins.usage import schema
 from gateway_plugins.usage.row import UsageRow
 from gateway_plugins.usage.store import UsageStore, UsageStoreError
 from gateway_plugins.usage.stores import open_store
+from tests.plugins.usage_rows import usage_row
 
 DAY = 86400.0
 # 2026-11-30 23:00 UTC: the rows below straddle midnight into December.
@@ -19,26 +20,17 @@ T0 = 1796079600.0
 
 
 def row(offset: float, **fields: object) -> UsageRow:
-    values: dict[str, object] = {
-        "ts": T0 + offset,
-        "request_id": f"r{offset}",
-        "route": "openai",
-        "status": 200,
-        "key_name": "alice",
-        "team": "research",
-        "upstream": "openai",
-        "credential": "org-main",
-        "model": "gpt-4o-mini",
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "duration_ms": 100.0,
-        "ttfb_ms": 20.0,
-        "bytes_in": 300,
-        "bytes_out": 900,
-    }
-    values.update(fields)
-    return UsageRow(**values)  # type: ignore[arg-type]
+    return usage_row(T0 + offset, f"r{offset}", **{**_STORED, **fields})
 
+
+_STORED: dict[str, object] = {
+    "credential": "org-main",
+    "model": "gpt-4o-mini",
+    "duration_ms": 100.0,
+    "ttfb_ms": 20.0,
+    "bytes_in": 300,
+    "bytes_out": 900,
+}
 
 ROWS = [
     row(0),
