@@ -48,6 +48,9 @@ INSTRUCTIONS_OF = {
     "gw_default": "default",
     "gw_no_log": "no_access_log",
     "turns_no_metrics": "no_metrics",
+    "turns_with_usage": "with_usage",
+    "plugin_none": "bare",
+    "plugin_routing": "only:routing",
 }
 
 
