@@ -46,7 +46,15 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-__all__ = ["MAX_BODY", "TokenMeter", "estimate_tokens", "prompt_tokens", "usage_of", "usage_tokens"]
+__all__ = [
+    "MAX_BODY",
+    "TokenMeter",
+    "estimate_tokens",
+    "prompt_tokens",
+    "reported_usage",
+    "usage_of",
+    "usage_tokens",
+]
 
 # The request fields whose text the model reads: chat and ChatGPT messages, legacy
 # and Responses API prompts, instructions, and tool definitions.
@@ -112,6 +120,13 @@ def usage_of(usage: Any) -> Usage | None:
             return Usage(counts[0] or 0, counts[1] or 0)
     total = _count(usage.get("total_tokens"))
     return None if total is None else Usage(0, total)
+
+
+def reported_usage(body: bytes) -> Usage | None:
+    """The upstream's own count in a whole, uncompressed JSON answer: its top-level
+    ``usage`` (`top_level_usage`, no full parse), or ``None`` when that holds no count."""
+    usage = top_level_usage(body)
+    return None if usage is None else usage_of(usage)
 
 
 def _count(value: Any) -> int | None:

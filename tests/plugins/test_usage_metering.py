@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gateway.api import Exchange, Plugin, Usage
+from tests.upstreams import Upstream
 
 CONFIG = """
 pipeline = ["usage_probe"]
@@ -66,3 +67,18 @@ async def test_nothing_is_metered_when_no_plugin_needs_it(start_gateway, simulat
     gateway = await start_gateway(config, plugins={"usage_probe": NoNeed})
     await chat(gateway, stream=True)
     assert UsageProbe.seen == [None]
+
+
+async def test_a_whole_json_answer_without_usage_is_estimated(start_gateway, serve_app):
+    """A small answer of known length is metered whole: the upstream's count when its
+    top-level ``usage`` has one, else (here: an echo, no usage at all) an estimate."""
+    UsageProbe.seen = []
+    url = await serve_app(Upstream().app)
+    gateway = await start_gateway(CONFIG.format(url=url), plugins={"usage_probe": UsageProbe})
+    await chat(gateway, stream=False)
+    async with gateway.request("GET", "/v1/gzip", headers=KEY) as r:  # compressed JSON
+        assert r.status == 200
+        await r.read()
+    [echoed, compressed] = UsageProbe.seen
+    assert echoed is not None and echoed.estimated
+    assert compressed is not None and compressed.estimated
