@@ -195,14 +195,15 @@ class BodyFilter:
 
     def __init__(self, ex: Exchange, stages: list[tuple[str, list[Any]]]) -> None:
         self._ex = ex
-        self._stages: list[_ChunkStage | _EventStage | _UsageStage] = [
+        # (A tuple: no spare room kept for the length of a stream, 32 bytes less a stream.)
+        self._stages: tuple[_ChunkStage | _EventStage | _UsageStage, ...] = tuple(
             _ChunkStage(hooks[0])
             if kind == "chunk"
             else _UsageStage(hooks[0], ex.max_event_size)
             if kind == "usage"
             else _EventStage(hooks, ex.max_event_size)
             for kind, hooks in stages
-        ]
+        )
 
     async def feed(self, data: bytes) -> bytes:
         for stage in self._stages:
