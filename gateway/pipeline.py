@@ -136,14 +136,21 @@ class Pipeline:
             except Exception:
                 logger.exception("on_complete hook failed", request_id=ex.request_id)
 
-    def body_filter(self, ex: Exchange, sse: bool) -> BodyFilter | None:
-        """A filter for this response's body, or ``None`` when no plugin wants the body."""
+    def body_filter(self, ex: Exchange, sse: bool) -> BodyFilter | Stage | None:
+        """A filter for this response's body (``feed``, ``finish``), or ``None`` when no
+        plugin wants the body."""
         stages = [s for s in self.body_stages if sse or s[0] == "chunk"]
         meter = usage_meter(ex) if self.usage_wanted else None
         if meter is not None:
             # First: it sees the upstream's own bytes, before any plugin changes them.
             stages.insert(0, ("usage", [meter]))
-        return BodyFilter(ex, stages) if stages else None
+        if not stages:
+            return None
+        built = tuple(_stage(ex, kind, hooks) for kind, hooks in stages)
+        # One stage (the token meter alone, on the default pipeline) is its own filter:
+        # no `BodyFilter` and tuple around it for the length of a stream (about 100
+        # bytes less per open stream, bench/streams.py hold_streams).
+        return built[0] if len(built) == 1 else BodyFilter(built)
 
     def meter_whole(self, ex: Exchange, body: bytes) -> None:
         """Set ``ex.usage`` from a whole answer that no plugin changes, if a plugin wants it.
@@ -207,24 +214,16 @@ class BodyFilter:
     output of the one before it.
     """
 
-    __slots__ = ("_ex", "_stages")
+    __slots__ = ("_stages",)
 
-    def __init__(self, ex: Exchange, stages: list[tuple[str, list[Any]]]) -> None:
-        self._ex = ex
-        self._stages: list[_ChunkStage | _EventStage | _UsageStage] = [
-            _ChunkStage(hooks[0])
-            if kind == "chunk"
-            else _UsageStage(hooks[0], ex.max_event_size)
-            if kind == "usage"
-            else _EventStage(hooks, ex.max_event_size)
-            for kind, hooks in stages
-        ]
+    def __init__(self, stages: tuple[Stage, ...]) -> None:
+        self._stages = stages
 
     async def feed(self, data: bytes) -> bytes:
         for stage in self._stages:
             if not data:
                 return b""
-            data = await stage.feed(self._ex, data)
+            data = await stage.feed(data)
         return data
 
     async def finish(self) -> bytes:
@@ -232,46 +231,56 @@ class BodyFilter:
         data = b""
         for stage in self._stages:
             if data:
-                data = await stage.feed(self._ex, data)
-            data += await stage.finish(self._ex)
+                data = await stage.feed(data)
+            data += await stage.finish()
         return data
 
 
-class _ChunkStage:
-    __slots__ = ("hook",)
+def _stage(ex: Exchange, kind: str, hooks: list[Any]) -> Stage:
+    if kind == "chunk":
+        return _ChunkStage(ex, hooks[0])
+    if kind == "usage":
+        return _UsageStage(ex, hooks[0])
+    return _EventStage(ex, hooks)
 
-    def __init__(self, hook: ChunkHook) -> None:
+
+class _ChunkStage:
+    __slots__ = ("ex", "hook")
+
+    def __init__(self, ex: Exchange, hook: ChunkHook) -> None:
+        self.ex = ex
         self.hook = hook
 
-    async def feed(self, ex: Exchange, data: bytes) -> bytes:
-        return await self.hook(ex, data)
+    async def feed(self, data: bytes) -> bytes:
+        return await self.hook(self.ex, data)
 
-    async def finish(self, ex: Exchange) -> bytes:
-        return await self.hook(ex, b"")
+    async def finish(self) -> bytes:
+        return await self.hook(self.ex, b"")
 
 
 class _UsageStage:
     """Meters the answer's tokens, passing its bytes on untouched; sets ``ex.usage`` at the end."""
 
-    __slots__ = ("meter", "parser")
+    __slots__ = ("ex", "meter", "parser")
 
-    def __init__(self, meter: TokenMeter, max_event_size: int) -> None:
+    def __init__(self, ex: Exchange, meter: TokenMeter) -> None:
+        self.ex = ex
         self.meter = meter
-        self.parser = SSEParser(max_event_size) if meter.streamed else None
+        self.parser = SSEParser(ex.max_event_size) if meter.streamed else None
 
-    async def feed(self, ex: Exchange, data: bytes) -> bytes:
+    async def feed(self, data: bytes) -> bytes:
         if self.parser is None:
             self.meter.feed(data)
         else:
             self._read(self.parser.feed, data)
         return data
 
-    async def finish(self, ex: Exchange) -> bytes:
+    async def finish(self) -> bytes:
         if self.parser is None:
             self.meter.finish()
         else:
             self._read(lambda _: self.parser.flush() if self.parser else [], b"")
-        settle_usage(ex, self.meter)
+        settle_usage(self.ex, self.meter)
         return b""
 
     def _read(
@@ -288,19 +297,21 @@ class _UsageStage:
 
 
 class _EventStage:
-    __slots__ = ("hooks", "parser")
+    __slots__ = ("ex", "hooks", "parser")
 
-    def __init__(self, hooks: list[EventHook], max_event_size: int) -> None:
+    def __init__(self, ex: Exchange, hooks: list[EventHook]) -> None:
+        self.ex = ex
         self.hooks = hooks
-        self.parser = SSEParser(max_event_size)
+        self.parser = SSEParser(ex.max_event_size)
 
-    async def feed(self, ex: Exchange, data: bytes) -> bytes:
-        return await self._run(ex, self.parser.feed(data))
+    async def feed(self, data: bytes) -> bytes:
+        return await self._run(self.parser.feed(data))
 
-    async def finish(self, ex: Exchange) -> bytes:
-        return await self._run(ex, self.parser.flush())
+    async def finish(self) -> bytes:
+        return await self._run(self.parser.flush())
 
-    async def _run(self, ex: Exchange, parsed: list[tuple[SSEEvent | None, bytes]]) -> bytes:
+    async def _run(self, parsed: list[tuple[SSEEvent | None, bytes]]) -> bytes:
+        ex = self.ex
         out: list[bytes] = []
         for event, raw in parsed:
             if event is None:  # a comment or a torn tail: passed on as it came
@@ -325,3 +336,7 @@ class _EventStage:
             else:
                 out.extend(e.encode() for e in events)
         return b"".join(out)
+
+
+#: One step of a body filter: a chunk hook, consecutive event hooks, or the token meter.
+Stage = _ChunkStage | _EventStage | _UsageStage

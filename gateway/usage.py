@@ -154,7 +154,9 @@ class TokenMeter:
         #: The upstream's own usage, split into prompt and completion, once seen.
         self.reported_usage: Usage | None = None
         self._characters = 0
-        self._parts: dict[str, int] = {}  # ChatGPT message id -> length of its text so far
+        # ChatGPT message id -> length of its text so far; made for the first such message
+        # (an empty dict per open stream is 64 bytes, kept while the stream lasts).
+        self._parts: dict[str, int] | None = None
         media = content_type.partition(";")[0].strip().lower()
         #: Whether the answer is an event stream (read with `event`, not `feed`).
         self.streamed = media == "text/event-stream"
@@ -186,7 +188,8 @@ class TokenMeter:
     @property
     def estimated(self) -> int:
         """The answer's tokens estimated from its text (the prompt not counted)."""
-        return estimate_tokens(self._characters + sum(self._parts.values()))
+        parts = sum(self._parts.values()) if self._parts is not None else 0
+        return estimate_tokens(self._characters + parts)
 
     def feed(self, chunk: bytes) -> None:
         """Keep a chunk of a JSON body (until `MAX_BODY`, then give up)."""
@@ -272,6 +275,8 @@ class TokenMeter:
         if role in ("user", "system") or not isinstance(parts, list) or not parts:
             return
         if isinstance(parts[0], str):
+            if self._parts is None:
+                self._parts = {}
             self._parts[str(message.get("id", ""))] = len(parts[0])
 
 
