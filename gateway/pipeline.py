@@ -156,7 +156,7 @@ class Pipeline:
         """Set ``ex.usage`` from a whole answer that no plugin changes, if a plugin wants it.
 
         (Without the body filter around the meter, and without the meter when the answer
-        is plain JSON with the upstream's own count: 634k -> 607k instructions a request,
+        is plain JSON with the upstream's own count: 634k -> 600k instructions a request,
         bench/instructions.sh default.)
         """
         answer = meterable(ex) if self.usage_wanted else None
