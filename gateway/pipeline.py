@@ -61,7 +61,8 @@ class Pipeline:
                 else:
                     stages.append(("event", [plugin.on_event]))
         self.body_stages = stages
-        #: Some plugin may change an answer's bytes (``on_chunk``; ``on_event`` for streams).
+        #: Some plugin may change the bytes of an answer that is not an event stream
+        #: (an ``on_chunk`` hook: ``on_event`` hooks see event streams only).
         self.changes_bodies = any(kind == "chunk" for kind, _ in stages)
         #: Some plugin reads ``Exchange.usage``: the gateway meters answers for it.
         self.usage_wanted = any(p.needs_usage() for p in plugins)
