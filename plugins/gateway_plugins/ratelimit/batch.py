@@ -9,6 +9,14 @@ At most ``connections`` pipelines are in flight; calls made meanwhile wait for
 the next one, so the connection pool (one more connection, for the breaker's
 probe) is never exhausted.  A script the server does not know (Redis was
 restarted) is loaded and its calls sent again.
+
+The pipeline is written to the socket as RESP and read back reply by reply on
+connections of the batcher's own, rather than through redis-py's ``Pipeline``
+and its connection pool: redis-py's per-command machinery (encoding each
+argument, the command stack, the pool's lock and condition, its observability
+hooks) took about 65 µs of a 185 µs one-call pipeline here, and the Redis store
+cost 1.63x the in-process one in instructions per request (1,252k against 768k,
+bench/instructions.sh keys_redis and keys_memory).
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from typing import Any
 
 import attrs
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["ScriptBatcher"]
 
@@ -46,6 +56,8 @@ class ScriptBatcher:
         # Redis names scripts by their SHA-1 (a name, not a security measure).
         self._shas = {name: _sha1(text) for name, text in scripts.items()}
         self._connections = connections
+        #: The batcher's connections not sending now (at most ``connections`` exist).
+        self._idle: list[AbstractConnection] = []
         self._queue: list[_Call] = []
         #: The calls of each pipeline in flight, by its task.
         self._sending: dict[asyncio.Task[None], list[_Call]] = {}
@@ -73,6 +85,9 @@ class ScriptBatcher:
         """Wait for the pipelines in flight (they end by their socket timeout at worst)."""
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
 
     def _schedule(self) -> None:
         if not self._scheduled and self._queue and len(self._sending) < self._connections:
@@ -121,11 +136,58 @@ class ScriptBatcher:
         return replies
 
     async def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.evalsha(self._shas[call.script], len(call.keys), *call.keys, *call.args)
-            return list(await pipe.execute(raise_on_error=False))
+        """Each call's reply, or the error a script raised, in order.
+
+        A connection Redis closed (a restart) is tried once more, as redis-py's own
+        pipeline does; a timeout is not (the caller's breaker takes over).
+        """
+        packed = b"".join(_evalsha(self._shas[c.script], c.keys, c.args) for c in calls)
+        connection = self._idle.pop() if self._idle else self._new_connection()
+        try:
+            try:
+                return await _send(connection, packed, len(calls))
+            except RedisConnectionError:
+                await connection.disconnect()
+                return await _send(connection, packed, len(calls))
+        except BaseException:
+            # A reply may be left unread: the connection starts afresh next time.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            self._idle.append(connection)
+
+    def _new_connection(self) -> AbstractConnection:
+        """A connection like the client's own (address, timeouts), not in its pool."""
+        connection: AbstractConnection = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        return connection
 
     async def _load_scripts(self) -> None:
         for name, text in self._texts.items():
             self._shas[name] = await self._client.script_load(text)
+
+
+async def _send(connection: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+    """Send ``count`` packed commands; their replies, a script's error as its reply."""
+    await connection.send_packed_command(packed, check_health=False)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as exc:  # (NoScriptError among them)
+            replies.append(exc)
+    return replies
+
+
+def _evalsha(sha: str, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+    """``EVALSHA sha len(keys) *keys *args`` in RESP, as redis-py would encode it."""
+    words = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *map(_word, keys), *map(_word, args)]
+    return b"*%d\r\n%s" % (len(words), b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+
+
+def _word(value: str | int | float) -> bytes:
+    # (Scripts get strings and numbers only: a number as redis-py sends it, its repr.)
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise TypeError(f"a script argument must be a str, int or float, not {type(value).__name__}")

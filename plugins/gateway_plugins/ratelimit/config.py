@@ -105,8 +105,9 @@ class RateLimitConfig:
     #: Redis connect and socket timeout: the longest a request waits for a Redis
     #: that stopped answering, once; the circuit breaker then opens.
     redis_timeout: PositiveSeconds = Seconds(0.5)
-    #: Redis connections this process uses at most, each carrying the decisions of
-    #: many requests at once (see `gateway_plugins.ratelimit.batch`).
+    #: Redis connections this process sends decisions over at most, each carrying
+    #: the decisions of many requests at once (see `gateway_plugins.ratelimit.batch`);
+    #: two more serve the health probe and the loading of scripts.
     redis_pool_size: Annotated[int, Range(1, 1000)] = 10
     #: Redis unavailable: how long no request waits for it before it is probed
     #: again, doubling while it stays down, up to ``redis_max_backoff``.  The

@@ -88,9 +88,10 @@ class RedisStore:
         """Make the client and check the server answers (a dead one opens the breaker)."""
         pool = BlockingConnectionPool.from_url(
             self.url,
-            # The batcher keeps at most pool_size pipelines in flight, plus the
-            # breaker's probe: no call ever waits here for a free connection.
-            max_connections=self.pool_size + 1,
+            # The batcher sends its pipelines over pool_size connections of its own,
+            # made with these settings; this pool carries only the breaker's probe
+            # and the loading of scripts, which may meet: no call waits here.
+            max_connections=2,
             timeout=self.timeout,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
