@@ -188,6 +188,20 @@ def all_targets() -> list[Target]:
             memory=False,
             throughput_only=True,
         ),
+        # The Redis store's cost over the in-process one, in the same rounds: the two
+        # configs measured one after the other swung from 1.11x to 1.36x between runs.
+        *(
+            Target(
+                f"turns_{variant}",
+                f"keys + ratelimit ({store}, in turns)",
+                "gateway",
+                *keyed,
+                variant=variant,
+                memory=False,
+                throughput_only=True,
+            )
+            for variant, store in (("keys_memory", "memory"), ("keys_redis", "redis"))
+        ),
         # Scale-out: the same pipeline with two workers, unpinned (it shares both CPUs
         # with wrk and the upstream), against the one-worker row of the same rounds.
         Target(
