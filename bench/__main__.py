@@ -51,6 +51,8 @@ INSTRUCTIONS_OF = {
     "turns_with_usage": "with_usage",
     "plugin_none": "bare",
     "plugin_routing": "only:routing",
+    # One worker as `--workers N` runs it, metrics shared through files: what sharing costs.
+    "turns_default_w2": "default+worker",
 }
 
 

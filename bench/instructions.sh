@@ -9,6 +9,10 @@
 #   apt-get install valgrind
 #   bench/instructions.sh default no_access_log     # about a minute per variant
 #
+# VARIANT+worker runs the gateway as one worker of `gateway run --workers N` runs it
+# (--reuse-port), with Prometheus multiprocess mode on (PROMETHEUS_MULTIPROC_DIR):
+# what the workers share, per request, against VARIANT in one process.
+#
 # Each variant: a gateway under callgrind in front of the bench upstream, 300
 # requests to warm it up, then counters zeroed, then REQUESTS (500) POSTs to
 # /v1/chat/completions over 10 keep-alive connections, then counters dumped.
@@ -48,12 +52,18 @@ UPSTREAM=$(free_port)
 python -m bench.upstream --port "$UPSTREAM" >/dev/null 2>&1 &
 PIDS+=($!)
 for variant in "$@"; do
-  python -c "from bench.gateway_configs import gateway_config; print(gateway_config('$variant'))" >"$WORK/$variant.toml"
+  config=${variant%+worker}
+  python -c "from bench.gateway_configs import gateway_config; print(gateway_config('$config'))" >"$WORK/$variant.toml"
   PORT=$(free_port)
+  WORKER=()
+  if [ "$config" != "$variant" ]; then
+    mkdir -p "$WORK/$variant.metrics"
+    WORKER=(env "PROMETHEUS_MULTIPROC_DIR=$WORK/$variant.metrics")
+  fi
   CHATGPT_BASE_URL=http://127.0.0.1:$UPSTREAM/backend-api OPENAI_BASE_URL=http://127.0.0.1:$UPSTREAM \
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/$variant.out" \
+    "${WORKER[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/$variant.out" \
     "$PYTHON" -m gateway run -c "$WORK/$variant.toml" --host 127.0.0.1 --port "$PORT" \
-    >/dev/null 2>"$WORK/$variant.log" &
+    ${WORKER:+--reuse-port} >/dev/null 2>"$WORK/$variant.log" &
   GATEWAY=$!
   PIDS+=($GATEWAY)
   for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 1; done

@@ -190,6 +190,34 @@ def test_plugin_costs_and_two_workers_are_judged_in_the_same_run() -> None:
     )
 
 
+def test_two_workers_are_judged_on_a_workers_instructions_when_they_were_counted() -> None:
+    def row(key: str, *, cpu: float, ins: int | None = None) -> TargetResult:
+        return TargetResult(
+            key, key, "x", cpu_us_per_request=cpu, rps_median=1000, instructions=ins
+        )
+
+    runs = {
+        "gw_default": row("gw_default", cpu=100, ins=600_000),
+        "turns_default": row("turns_default", cpu=100),
+        # Four busy processes on two CPUs: each request's CPU time grows with the contention.
+        "turns_default_w2": row("turns_default_w2", cpu=136, ins=606_000),
+    }
+    lines = [g.line() for g in goals(runs, 200)]
+    assert any(
+        line.startswith(
+            "**PASS** 2 workers: CPU per request ≤ 1.10x one worker's: 1.01x by instructions "
+            "per request of a worker (606,000 against 600,000); in turns 1.36x CPU per request"
+        )
+        for line in lines
+    )
+    runs["turns_default_w2"] = row("turns_default_w2", cpu=104, ins=700_000)
+    lines = [g.line() for g in goals(runs, 200)]
+    assert any(
+        line.startswith("**FAIL** 2 workers: CPU per request ≤ 1.10x one worker's: 1.17x")
+        for line in lines
+    )
+
+
 def test_usage_and_routing_are_judged_on_instructions_when_they_were_counted() -> None:
     def row(key: str, rps: float, ins: int | None = None) -> TargetResult:
         return TargetResult(key, key, "x", rps_median=rps, instructions=ins)
