@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 
@@ -55,3 +57,10 @@ class UsageRow(NamedTuple):
 
 #: The ledger's columns, in the order rows are written (the ``id`` column is the store's).
 COLUMNS: tuple[str, ...] = UsageRow._fields
+
+
+#: ``new_row(values)``: the row of ``values``, a tuple in `COLUMNS` order with every column.
+#: What UsageRow(*values) makes, at a third of its cost: that runs the named tuple's
+#: ``__new__`` in Python (4.7k instructions, callgrind), where `tuple.__new__` copies the
+#: values in C (1.8k); one row is made per request.
+new_row: Callable[[tuple[Any, ...]], UsageRow] = functools.partial(tuple.__new__, UsageRow)
