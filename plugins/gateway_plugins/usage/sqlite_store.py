@@ -95,7 +95,7 @@ def _bindable(rows: Sequence[UsageRow]) -> list[Any]:
         (
             ts, request_id, key_name or _NO_TEXT, team or _NO_TEXT, route,
             upstream or _NO_TEXT, credential or _NO_TEXT, model or _NO_TEXT, status,
-            error_code or _NO_TEXT, prompt_tokens, completion_tokens, int(tokens_estimated),
+            error_code or _NO_TEXT, prompt_tokens, completion_tokens, 1 if tokens_estimated else 0,
             duration_ms, _NO_TTFB if ttfb_ms is None else ttfb_ms, bytes_in, bytes_out,
         )
         for (ts, request_id, key_name, team, route, upstream, credential, model, status,

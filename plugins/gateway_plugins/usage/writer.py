@@ -71,7 +71,7 @@ class LedgerWriter:
             self._refuse()
             return
         rows.append(row)
-        if len(rows) >= self._wake_at and self._waiter is not None:
+        if self._waiter is not None and len(rows) >= self._wake_at:
             _resolve(self._waiter)
 
     def start(self) -> None:
