@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import schema
-from .row import COLUMNS, UsageRow
+from .row import COLUMNS, RowValues
 from .schema import SQLITE
 from .store import UsageStore, UsageStoreError
 
@@ -87,7 +87,7 @@ def _prepare_inserts(db: sqlite3.Connection) -> None:
         count //= 2
 
 
-def _bindable(rows: Sequence[UsageRow]) -> list[Any]:
+def _bindable(rows: Sequence[RowValues]) -> list[Any]:
     """The values of ``rows``, one after the other, as `_insert` binds them fastest."""
     # One comprehension over the batch rather than a function called per row: the
     # call cost as much as the conversion.
@@ -128,7 +128,7 @@ class SQLiteStore(UsageStore):
             await asyncio.get_running_loop().run_in_executor(thread, connection.close)
         thread.shutdown(wait=True)
 
-    async def insert_many(self, rows: Sequence[UsageRow]) -> None:
+    async def insert_many(self, rows: Sequence[RowValues]) -> None:
         def insert(db: sqlite3.Connection) -> None:
             values = _bindable(rows)  # here, on the store's thread, off the event loop
             width = len(COLUMNS)
