@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -89,20 +88,21 @@ def _prepare_inserts(db: sqlite3.Connection) -> None:
 
 def _bindable(rows: Sequence[RowValues]) -> list[Any]:
     """The values of ``rows``, one after the other, as `_insert` binds them fastest."""
-    # One comprehension over the batch rather than a function called per row: the
-    # call cost as much as the conversion.
-    values = [
-        (
+    # One loop extending one list: a function called per row cost as much as the
+    # conversion, and flattening a list of row tuples (itertools.chain) 1.2k
+    # instructions a row more (callgrind).
+    values: list[Any] = []
+    add = values.extend
+    for (ts, request_id, key_name, team, route, upstream, credential, model, status,
+         error_code, prompt_tokens, completion_tokens, tokens_estimated, duration_ms,
+         ttfb_ms, bytes_in, bytes_out) in rows:  # fmt: skip
+        add((
             ts, request_id, key_name or _NO_TEXT, team or _NO_TEXT, route,
             upstream or _NO_TEXT, credential or _NO_TEXT, model or _NO_TEXT, status,
             error_code or _NO_TEXT, prompt_tokens, completion_tokens, 1 if tokens_estimated else 0,
             duration_ms, _NO_TTFB if ttfb_ms is None else ttfb_ms, bytes_in, bytes_out,
-        )
-        for (ts, request_id, key_name, team, route, upstream, credential, model, status,
-             error_code, prompt_tokens, completion_tokens, tokens_estimated, duration_ms,
-             ttfb_ms, bytes_in, bytes_out) in rows
-    ]  # fmt: skip
-    return list(itertools.chain.from_iterable(values))
+        ))  # fmt: skip
+    return values
 
 
 class SQLiteStore(UsageStore):
