@@ -152,7 +152,7 @@ def ledger_row(ex: Exchange, error: BaseException | None, now: float, wall: floa
     The values of its `UsageRow`, as a plain tuple (`RowValues`).
     """
     # One row is made per request, so this is written for speed (bench/instructions.sh
-    # callgrind, this function: 13.0k instructions a row before, 5.1k after): a plain
+    # callgrind, this function: 13.0k instructions a row before, 5.2k after): a plain
     # tuple in `COLUMNS` order rather than UsageRow(...), without calls on the common
     # path (a call costs more than its body here).
     identity = ex.identity
