@@ -57,6 +57,16 @@ async def test_rows_come_back_as_written(store: UsageStore) -> None:
     assert await store.rows(T0, T0 + DAY) == ROWS
 
 
+async def test_a_batch_of_any_size_comes_back_whole_and_in_order(store: UsageStore) -> None:
+    # 101 rows: SQLite writes them as INSERTs of 32, 32, 32, 4 and 1 rows.
+    rows = [
+        row(i, key_name=f"k{i}" if i % 3 else None, ttfb_ms=None if i % 2 else 1.5)
+        for i in range(101)
+    ]
+    await store.insert_many(rows)
+    assert await store.rows(T0, T0 + DAY) == rows
+
+
 async def test_totals_by_key_count_requests_errors_and_tokens(store: UsageStore) -> None:
     await store.insert_many(ROWS)
     totals = {t.group: t for t in await store.totals("key", T0, T0 + DAY)}

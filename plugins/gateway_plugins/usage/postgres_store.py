@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import schema
-from .row import COLUMNS, UsageRow
+from .row import COLUMNS, RowValues
 from .schema import POSTGRES
 from .store import UsageStore, UsageStoreError
 
@@ -66,11 +66,11 @@ class PostgresStore(UsageStore):
         if pool is not None:
             await pool.close()
 
-    async def insert_many(self, rows: Sequence[UsageRow]) -> None:
+    async def insert_many(self, rows: Sequence[RowValues]) -> None:
         pool = self._opened()
         try:
             async with pool.acquire() as db, db.transaction():
-                await db.executemany(_INSERT, [row.values() for row in rows])
+                await db.executemany(_INSERT, rows)
         except (OSError, asyncpg.PostgresError) as exc:
             raise UsageStoreError(f"usage ledger on PostgreSQL: {exc}") from exc
 

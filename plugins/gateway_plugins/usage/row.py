@@ -37,10 +37,6 @@ class UsageRow(NamedTuple):
     bytes_in: int = 0
     bytes_out: int = 0
 
-    def values(self) -> tuple[Any, ...]:
-        """The row's values in `COLUMNS` order, as the stores insert them."""
-        return self
-
     @classmethod
     def from_record(cls, record: Any) -> UsageRow:
         """A row from a database record that maps column names to values."""
@@ -55,3 +51,9 @@ class UsageRow(NamedTuple):
 
 #: The ledger's columns, in the order rows are written (the ``id`` column is the store's).
 COLUMNS: tuple[str, ...] = UsageRow._fields
+
+
+#: A row as the ledger's writer and stores take it: its values in `COLUMNS` order, a
+#: `UsageRow` or the plain tuple `ledger_row` makes, once per request (building the
+#: named tuple instead cost 1.8k instructions more a request, callgrind).
+RowValues = tuple[Any, ...]

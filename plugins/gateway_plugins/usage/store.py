@@ -14,7 +14,7 @@ from typing import Any
 
 from . import reports
 from .reports import HourlyPoint, Overview, Totals
-from .row import UsageRow
+from .row import RowValues, UsageRow
 from .schema import Dialect
 
 
@@ -40,8 +40,8 @@ class UsageStore(abc.ABC):
         """Close the connection (idempotent)."""
 
     @abc.abstractmethod
-    async def insert_many(self, rows: Sequence[UsageRow]) -> None:
-        """Append ``rows`` in one transaction."""
+    async def insert_many(self, rows: Sequence[RowValues]) -> None:
+        """Append ``rows`` (each a `UsageRow`'s values) in one transaction."""
 
     @abc.abstractmethod
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from .row import UsageRow
+from .row import RowValues
 from .store import UsageStore, UsageStoreError
 
 #: Rows refused by a full buffer are reported (``on_dropped``) this often at most, in seconds.
@@ -51,7 +51,7 @@ class LedgerWriter:
         # A plain list rather than an asyncio.Queue: a queue wakes the writing task for
         # every row (a future and a task step per request); `record` wakes it only when
         # the rows it waits for are there (`_wait_for_rows`), about once per batch.
-        self._rows: list[UsageRow] = []
+        self._rows: list[RowValues] = []
         self._wake_at = 1  # how many buffered rows wake the waiting task
         self._waiter: asyncio.Future[None] | None = None
         self._refused = 0  # refused since the last report, reported by the writing task
@@ -64,14 +64,14 @@ class LedgerWriter:
         """Rows waiting to be written."""
         return len(self._rows)
 
-    def record(self, row: UsageRow) -> None:
+    def record(self, row: RowValues) -> None:
         """Buffer ``row`` for the ledger; drop and count it when the buffer is full."""
         rows = self._rows
         if len(rows) >= self.capacity:
             self._refuse()
             return
         rows.append(row)
-        if len(rows) >= self._wake_at and self._waiter is not None:
+        if self._waiter is not None and len(rows) >= self._wake_at:
             _resolve(self._waiter)
 
     def start(self) -> None:
@@ -123,12 +123,12 @@ class LedgerWriter:
             if timer is not None:
                 timer.cancel()
 
-    def _take_batch(self) -> list[UsageRow]:
+    def _take_batch(self) -> list[RowValues]:
         batch = self._rows[: self.batch_size]
         del self._rows[: self.batch_size]
         return batch
 
-    async def _write(self, batch: list[UsageRow]) -> None:
+    async def _write(self, batch: list[RowValues]) -> None:
         if not batch:
             return
         try:
