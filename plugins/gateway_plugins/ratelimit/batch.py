@@ -5,9 +5,9 @@ refused because the pool is busy.  `ScriptBatcher` queues every script call
 and, once per event-loop tick, sends all that are queued as one pipeline of
 ``EVALSHA`` commands on one connection: each script still runs atomically, in
 order, and a thousand decisions cost one round trip instead of a thousand.
-At most ``connections`` pipelines are in flight; calls made meanwhile wait for
-the next one, so the connection pool (one more connection, for the breaker's
-probe) is never exhausted.  A script the server does not know (Redis was
+At most ``connections`` pipelines are in flight, each on a connection of the
+batcher's own; calls made meanwhile wait for the next one, so no call ever
+waits for a free connection.  A script the server does not know (Redis was
 restarted) is loaded and its calls sent again.
 
 The pipeline is written to the socket as RESP and read back reply by reply on
